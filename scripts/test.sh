@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Every check, in order: library and notebooks in sync, every notebook runs, then pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/check_sync.sh
+echo "== nbdev_test: every notebook"
+nbdev_test --do_print
+echo "== pytest tests/"
+python -m pytest tests/ -q   # exit code 5 (no tests collected) fails like any other
