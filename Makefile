@@ -4,7 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lock clean
+.PHONY: test docs lock clean
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+SYSDEPS := /usr/bin/chromium /usr/bin/chromedriver /usr/share/javascript/mathjax/MathJax.js
 
 $(STAMP): requirements-lock.txt settings.ini setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,9 +15,18 @@ $(STAMP): requirements-lock.txt settings.ini setup.py
 	$(BIN)/pip check
 	touch $@
 
-## test: aeft/ matches the notebooks, notebooks are clean, every notebook runs, then pytest
-test: $(STAMP)
+# Debian packages for the offline docs (MathJax) and their browser test (Chromium, ChromeDriver)
+$(SYSDEPS):
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver libjs-mathjax
+
+## test: aeft/ matches the notebooks, notebooks are clean, every notebook runs, then pytest (docs included)
+test: $(STAMP) $(SYSDEPS)
 	PATH="$(CURDIR)/$(BIN):$$PATH" ./scripts/test.sh
+
+## docs: the offline docs site in _docs/ (Quarto's `nbdev_docs` is the other way, where Quarto is installed)
+docs: $(STAMP) $(SYSDEPS)
+	$(BIN)/python scripts/build_docs.py
 
 ## lock: rewrite requirements-lock.txt from the current .venv
 lock: $(STAMP)

@@ -1,0 +1,76 @@
+"The offline docs site, opened page by page in headless Chromium: links, images, typeset math, screenshots."
+import functools, http.server, subprocess, sys, threading, time
+from pathlib import Path
+from urllib.parse import urljoin, urlparse
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+
+ROOT = Path(__file__).resolve().parents[1]
+SITE = ROOT/'_docs'
+FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
+         '--disable-component-update', '--disable-sync', '--disable-quic', '--window-size=1400,1000']
+
+@pytest.fixture(scope='module')
+def site():
+    "Build the site with the documented command, serve it on localhost, yield its base URL"
+    subprocess.run([sys.executable, 'scripts/build_docs.py'], cwd=ROOT, check=True, capture_output=True)
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args): pass
+    handler = functools.partial(Quiet, directory=str(SITE))
+    srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f'http://127.0.0.1:{srv.server_port}/'
+    srv.shutdown()
+
+@pytest.fixture(scope='module')
+def browser(tmp_path_factory):
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = '/usr/bin/chromium'
+    for f in FLAGS + [f'--user-data-dir={tmp_path_factory.mktemp("chromium-profile")}']: opts.add_argument(f)
+    drv = webdriver.Chrome(options=opts, service=Service('/usr/bin/chromedriver'))
+    yield drv
+    drv.quit()
+
+def open_page(drv, url):
+    "Load `url` and wait until MathJax has finished typesetting it"
+    drv.get(url)
+    for _ in range(200):
+        if drv.execute_script("return window.MathJax && MathJax.isReady && MathJax.Hub.queue.pending == 0 && "
+                              "MathJax.Hub.queue.running == 0"): return
+        time.sleep(0.05)
+    raise AssertionError(f'MathJax did not finish on {url}')
+
+def pages(): return sorted(p.name for p in SITE.glob('*.html'))
+
+def test_every_page_has_working_links_and_images(site, browser):
+    names = pages()
+    assert {'index.html', 'gpp.html'} <= set(names)
+    for name in names:
+        open_page(browser, site + name)
+        imgs = browser.execute_script("return [...document.images].map(i => [i.src, i.complete && i.naturalWidth > 0])")
+        assert all(ok for _, ok in imgs), f'{name}: broken images {[s[:80] for s, ok in imgs if not ok]}'
+        for href in browser.execute_script("return [...document.querySelectorAll('a[href]')].map(a => a.href)"):
+            u = urlparse(href)
+            if u.netloc != urlparse(site).netloc: continue
+            target = SITE/(u.path.lstrip('/') or 'index.html')
+            assert target.is_file(), f'{name}: broken link {href}'
+            if u.fragment:
+                open_page(browser, href)
+                assert browser.execute_script("return !!document.getElementById(arguments[0])", u.fragment), \
+                    f'{name}: link {href} points to a missing anchor'
+                open_page(browser, site + name)
+        assert not browser.find_elements('css selector', '.MathJax_Error, merror'), f'{name}: MathJax error'
+
+def test_gpp_equations_are_typeset_and_screenshots_saved(site, browser):
+    shots = SITE/'screenshots'; shots.mkdir(exist_ok=True)
+    open_page(browser, site + 'index.html')
+    browser.save_screenshot(str(shots/'index.png'))
+    open_page(browser, site + 'gpp.html')
+    n = browser.execute_script("return document.querySelectorAll('.MathJax_CHTML').length")
+    assert n >= 40, f'only {n} typeset formulas on the GPP chapter'
+    prose = browser.execute_script("return [...document.querySelectorAll('.text_cell_render')].map(e => e.innerText).join(' ')")
+    assert 'coarse-to-fine' in prose.lower() and '$$' not in prose and r'\hat P' not in prose   # no raw TeX in the prose
+    assert browser.execute_script("return [...document.images].length") >= 4     # the chapter's figures
+    browser.save_screenshot(str(shots/'gpp.png'))
+    assert (shots/'index.png').stat().st_size > 10_000 and (shots/'gpp.png').stat().st_size > 10_000
