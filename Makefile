@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test docs lock clean
+.PHONY: test docs readme lock clean
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SYSDEPS := /usr/bin/chromium /usr/bin/chromedriver /usr/share/javascript/mathjax/MathJax.js
 
@@ -27,6 +27,10 @@ test: $(STAMP) $(SYSDEPS)
 ## docs: the offline docs site in _docs/ (Quarto's `nbdev_docs` is the other way, where Quarto is installed)
 docs: $(STAMP) $(SYSDEPS)
 	$(BIN)/python scripts/build_docs.py
+
+## readme: README.md from nbs/index.ipynb (what `nbdev_readme` does with Quarto)
+readme: $(STAMP)
+	$(BIN)/python scripts/build_docs.py --readme
 
 ## lock: rewrite requirements-lock.txt from the current .venv
 lock: $(STAMP)

@@ -3,11 +3,13 @@
 
 Quarto (`nbdev_docs`) is the normal build; this one needs no network: MathJax comes from Debian's libjs-mathjax.
 Usage: python scripts/build_docs.py [DEST]   (default: the `doc_path` of settings.ini, i.e. _docs/)
+       python scripts/build_docs.py --readme   (write README.md from nbs/index.ipynb, as `nbdev_readme` would)
 """
 import html, re, shutil, sys
 from pathlib import Path
 import nbformat, yaml
 from nbconvert import HTMLExporter
+from nbconvert.filters import markdown2html
 from pygments.formatters import HtmlFormatter
 from nbdev.config import get_config
 from nbdev.doclinks import _build_modidx
@@ -40,6 +42,7 @@ CSS = """body{margin:0;font:16px/1.6 system-ui,-apple-system,'Segoe UI',sans-ser
 .sidebar .site{font-weight:700;font-size:1.3rem;color:#2c3e50;text-decoration:none}
 .sidebar ol{padding-left:1.2rem}.sidebar li{margin:.35rem 0}.sidebar a{color:#2780e3;text-decoration:none}
 .sidebar li.current a{font-weight:700;color:#212529}
+.anchor-link{visibility:hidden;text-decoration:none;margin-left:.3rem}h1:hover .anchor-link,h2:hover .anchor-link,h3:hover .anchor-link{visibility:visible}
 main{max-width:56rem;padding:1.5rem 2.5rem;min-width:0}
 h1.title{margin-bottom:.2rem}.description{color:#6c757d;font-size:1.1rem;margin-top:0}
 pre{background:#f6f8fa;padding:.7rem;overflow:auto;border-radius:4px;font-size:.85rem}
@@ -116,9 +119,21 @@ def build(dest=None):
         link = lambda j, arrow: (f'<a href="{pages[order[j]]}">{arrow} {html.escape(rendered[order[j]][1])}</a>'
                                  if 0 <= j < len(order) else '<span></span>')
         (tmp/pages[name]).write_text(PAGE.format(title=html.escape(title), site=html.escape(cfg.title), nav=nav,
-                                                 description=html.escape(desc), body=body,
+                                                 description=markdown2html(desc).strip().removeprefix('<p>').removesuffix('</p>'), body=body,
                                                  prev=link(i-1, '←'), next=link(i+1, '→')))
     shutil.rmtree(dest, ignore_errors=True); tmp.rename(dest)
     return dest
 
-if __name__ == '__main__': print(f'docs written to {build(sys.argv[1] if len(sys.argv) > 1 else None)}/index.html')
+def readme_text():
+    "README.md as it follows from the home-page notebook: its markdown, and its code cells as Python blocks"
+    cfg = get_config()
+    parts = []
+    for c in nbformat.read(cfg.nbs_path/cfg.readme_nb, as_version=4).cells:
+        opts, src = directives(c.source) if c.cell_type == 'code' else ({}, c.source)
+        if 'hide' in opts or opts.get('include') == 'false' or not src.strip(): continue
+        parts.append(src.strip() if c.cell_type == 'markdown' else f"```python\n{src.strip()}\n```")
+    return '\n\n'.join(parts) + '\n'
+
+if __name__ == '__main__':
+    if sys.argv[1:] == ['--readme']: (get_config().config_path/'README.md').write_text(readme_text()); print('README.md written')
+    else: print(f'docs written to {build(sys.argv[1] if len(sys.argv) > 1 else None)}/index.html')

@@ -1,5 +1,5 @@
 "The offline docs site, opened page by page in headless Chromium: links, images, typeset math, screenshots."
-import functools, http.server, subprocess, sys, threading, time
+import functools, http.server, importlib.util, subprocess, sys, threading, time
 from pathlib import Path
 from urllib.parse import urljoin, urlparse
 import pytest
@@ -74,3 +74,10 @@ def test_gpp_equations_are_typeset_and_screenshots_saved(site, browser):
     assert browser.execute_script("return [...document.images].length") >= 4     # the chapter's figures
     browser.save_screenshot(str(shots/'gpp.png'))
     assert (shots/'index.png').stat().st_size > 10_000 and (shots/'gpp.png').stat().st_size > 10_000
+
+def test_readme_is_the_home_page(monkeypatch):
+    "README.md is what `make readme` writes from nbs/index.ipynb, so the two cannot drift apart"
+    spec = importlib.util.spec_from_file_location('build_docs', ROOT/'scripts/build_docs.py')
+    build_docs = importlib.util.module_from_spec(spec); spec.loader.exec_module(build_docs)
+    monkeypatch.chdir(ROOT)
+    assert (ROOT/'README.md').read_text() == build_docs.readme_text(), 'README.md differs from nbs/index.ipynb: run `make readme`'
