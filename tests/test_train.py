@@ -1,0 +1,109 @@
+"The training loop where a notebook cannot show it: SIGKILL at a random moment then resume, NaN fault injection, DDP."
+import json, os, random, signal, subprocess, sys, time
+from pathlib import Path
+import pytest, torch
+from torch.utils.data import TensorDataset
+from aeft.train import TrainConfig, Learner, NonFiniteLoss, bce_step, build_model, read_log
+
+BIN = Path(sys.executable).parent
+# A run small enough for seconds on a CPU: random images and labels, fixed by a seed.
+DRIVER = '''
+import sys, torch
+from torch.utils.data import TensorDataset
+from aeft.train import TrainConfig, Learner, build_model
+torch.set_num_threads(1)
+out, epochs, kw = sys.argv[1], int(sys.argv[2]), eval(sys.argv[3])
+g = torch.Generator().manual_seed(0)
+ds = TensorDataset(torch.randn(256, 3, 32, 32, generator=g), (torch.rand(256, 6, generator=g) < 0.3).float())
+cfg = TrainConfig.synthetic(**{**dict(epochs=epochs, warmup=2, image_size=32, width=8, batch_size=8, aeft_batch_size=16), **kw})
+Learner(build_model(cfg), ds, cfg, out, progress=False).fit(resume=True)
+'''
+
+ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}
+
+def drive(out, epochs=6, popen=False, **kw):
+    "Run DRIVER in a fresh process (resuming `out` if it holds a checkpoint)"
+    cmd = [sys.executable, '-c', DRIVER, str(out), str(epochs), repr(kw)]
+    if popen: return subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    r = subprocess.run(cmd, env=ENV, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+def weights(out): return torch.load(Path(out)/'last.pt', weights_only=False)['model']
+
+def steps(out, keys=('epoch', 'step', 'lr', 'bce')):
+    return [{k: r[k] for k in keys} for r in read_log(Path(out)/'log.jsonl') if r['kind'] == 'step']
+
+def assert_same(a, b):
+    assert a.keys() == b.keys()
+    for k in a: assert torch.equal(a[k], b[k]), k
+
+def test_sigkill_at_a_random_moment_then_resume_gives_the_same_weights(tmp_path):
+    t = time.time(); drive(tmp_path/'a'); full = time.time() - t
+    rng = random.Random()
+    kills = []
+    for _ in range(2):                                   # killed twice, each time at a random moment of the run
+        p = drive(tmp_path/'b', popen=True)
+        delay = rng.uniform(0.2, 0.9)*full; kills.append(round(delay, 2))
+        time.sleep(delay); p.send_signal(signal.SIGKILL); p.wait()
+        assert p.returncode == -signal.SIGKILL
+    drive(tmp_path/'b')                                  # --resume until done
+    assert_same(weights(tmp_path/'a'), weights(tmp_path/'b'))
+    assert steps(tmp_path/'a') == steps(tmp_path/'b'), kills   # the log too: the interrupted epoch was cut off
+    assert not list((tmp_path/'b').glob('*.tmp'))
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    "In-process runs on one thread: with other work on the 2 cores, 2 threads are much slower"
+    n = torch.get_num_threads(); torch.set_num_threads(1); yield; torch.set_num_threads(n)
+
+def toy(n=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return TensorDataset(torch.randn(n, 3, 32, 32, generator=g), (torch.rand(n, 6, generator=g) < 0.3).float())
+
+def nan_after(n):
+    "The warm-up step, except that the loss is NaN from call `n` on"
+    calls = [0]
+    def step(model, batch, cfg):
+        loss, logs = bce_step(model, batch, cfg)
+        calls[0] += 1
+        if calls[0] >= n: loss = loss*float('nan'); logs = {'bce': loss}
+        return loss, logs
+    return step
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    cfg = TrainConfig.synthetic(epochs=4, warmup=4, image_size=32, width=4, batch_size=8)
+    Learner(build_model(cfg), toy(), cfg, tmp_path/'clean', progress=False).fit()
+    bad = nan_after(2*8 + 3)                             # 8 steps per epoch: NaN in the 4th step of epoch 2
+    learn = Learner(build_model(cfg), toy(), cfg, tmp_path/'bad', steps=(bad, bad), progress=False)
+    with pytest.raises(NonFiniteLoss, match=r'non-finite loss at epoch 2, step 19.*last good checkpoint .*last.pt \(after 2 epochs\)'):
+        learn.fit()
+    ck = torch.load(tmp_path/'bad/last.pt', weights_only=False)
+    assert (ck['epoch'], ck['step']) == (2, 16)
+    assert all(torch.isfinite(v).all() for v in ck['model'].values())
+    Learner(build_model(cfg), toy(), cfg, tmp_path/'bad', progress=False).fit(resume=True)   # fixed: resume
+    assert_same(weights(tmp_path/'clean'), weights(tmp_path/'bad'))
+
+def test_resume_refuses_another_config_and_fresh_run_refuses_to_overwrite(tmp_path):
+    cfg = TrainConfig.synthetic(epochs=1, warmup=1, image_size=32, width=4, batch_size=8)
+    Learner(build_model(cfg), toy(), cfg, tmp_path, progress=False).fit()
+    with pytest.raises(FileExistsError, match='resume'): Learner(build_model(cfg), toy(), cfg, tmp_path, progress=False).fit()
+    cfg2 = TrainConfig.synthetic(epochs=1, warmup=1, image_size=32, width=4, batch_size=8, lr=0.1)
+    with pytest.raises(ValueError, match=r"another config.*'lr': \(0.1, 0.05\)"):
+        Learner(build_model(cfg2), toy(), cfg2, tmp_path, progress=False).fit(resume=True)
+
+def test_ddp_two_cpu_processes_match_one_process(tmp_path):
+    "gloo, 2 ranks × 4 images = 1 rank × 8. BatchNorm frozen (eval): train-mode BN would use per-rank statistics."
+    kw = dict(freeze_bn=True, aeft=False, device='cpu')
+    drive(tmp_path/'one', epochs=2, **kw)
+    torchrun = (str(BIN/'torchrun'), '--standalone', '--nproc_per_node', '2')
+    script = tmp_path/'driver.py'; script.write_text(DRIVER)
+    cmd = [*torchrun, str(script), str(tmp_path/'two'), '2', repr(kw)]
+    r = subprocess.run(cmd, env=ENV, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = weights(tmp_path/'one'), weights(tmp_path/'two')
+    assert a.keys() == b.keys()
+    for k in a: torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
+    la, lb = steps(tmp_path/'one'), steps(tmp_path/'two')
+    assert len(la) == len(lb) == 2*256//8
+    for x, y in zip(la, lb): assert x['step'] == y['step'] and abs(x['bce'] - y['bce']) < 1e-5
+    assert len(torch.load(tmp_path/'two/last.pt', weights_only=False)['rng']) == 2   # one RNG state per rank
