@@ -5,16 +5,16 @@
 # %% auto #0
 __all__ = ['gap_logits', 'pyramid', 'SignGate', 'GatedPyramidPooling', 'gpp_logits', 'CAMNet', 'TinyBackbone']
 
-# %% ../nbs/01_gpp.ipynb #b5cb1e61
+# %% ../nbs/01_gpp.ipynb #1ce82d4b
 import torch, torch.nn as nn, torch.nn.functional as F
 from fastcore.basics import store_attr, ifnone
 
-# %% ../nbs/01_gpp.ipynb #a39a1fa8
+# %% ../nbs/01_gpp.ipynb #74b4e030
 def gap_logits(cam):
     "Class scores by global average pooling: the spatial mean of each CAM"
     return cam.mean((2, 3))
 
-# %% ../nbs/01_gpp.ipynb #e0030ad4
+# %% ../nbs/01_gpp.ipynb #9646cb5d
 def _check_cam(cam, name='cam'):
     if cam.ndim != 4: raise ValueError(f"`{name}` must be a (B, K, h, w) tensor, got shape {tuple(cam.shape)}")
 
@@ -27,7 +27,7 @@ def pyramid(cam, bins=(2, 4, 8, 16)):
     return [F.interpolate(F.adaptive_avg_pool2d(cam, int(r)), size=size, mode='bilinear', align_corners=False)
             for r in bins]
 
-# %% ../nbs/01_gpp.ipynb #72cc21bc
+# %% ../nbs/01_gpp.ipynb #a60c467b
 def _attention(num_classes):
     return nn.Sequential(nn.Conv2d(2*num_classes, 2, 3, padding=1, bias=False), nn.Sigmoid())
 
@@ -42,7 +42,7 @@ class SignGate(nn.Module):
         a, b = self.att_p(torch.cat([xp, yp], 1)), self.att_n(torch.cat([xn, yn], 1))
         return (xp*a[:, :1] + yp*a[:, 1:])/2 - (xn*b[:, :1] + yn*b[:, 1:])/2
 
-# %% ../nbs/01_gpp.ipynb #3762b507
+# %% ../nbs/01_gpp.ipynb #eab3dee8
 class GatedPyramidPooling(nn.Module):
     "Aggregate the CAM pyramid into the context map P̂ (eqs. 2–4, or the average / fine-to-coarse ablations)"
     def __init__(self, num_classes, bins=(2, 4, 8, 16), mode='gated', order='coarse_to_fine'):
@@ -67,14 +67,14 @@ class GatedPyramidPooling(nn.Module):
 
     def extra_repr(self): return f'num_classes={self.num_classes}, bins={self.bins}, mode={self.mode!r}, order={self.order!r}'
 
-# %% ../nbs/01_gpp.ipynb #422bf539
+# %% ../nbs/01_gpp.ipynb #b273ffc1
 def gpp_logits(cam, phat):
     "Class scores of GPP: mean positive agreement of `cam` and `phat` minus mean negative agreement"
     _check_cam(cam); _check_cam(phat, 'phat')
     if cam.shape != phat.shape: raise ValueError(f"`cam` {tuple(cam.shape)} and `phat` {tuple(phat.shape)} must have the same shape")
     return (F.relu(cam)*F.relu(phat)).mean((2, 3)) - (F.relu(-cam)*F.relu(-phat)).mean((2, 3))
 
-# %% ../nbs/01_gpp.ipynb #57d8c069
+# %% ../nbs/01_gpp.ipynb #c3f1e5a5
 class CAMNet(nn.Module):
     "backbone → 1×1 classifier → CAM → GAP or GPP head; `forward` returns `(cam, logits, phat)`"
     def __init__(self, backbone, num_classes, head='gpp', classifier=None, **gpp_kwargs):
@@ -91,7 +91,7 @@ class CAMNet(nn.Module):
         phat = self.gpp(cam)
         return cam, gpp_logits(cam, phat), phat
 
-# %% ../nbs/01_gpp.ipynb #b98e1d2b
+# %% ../nbs/01_gpp.ipynb #0a75d8a7
 def _conv_bn(ni, nf, stride=1, dilation=1):
     return nn.Sequential(nn.Conv2d(ni, nf, 3, stride, padding=dilation, dilation=dilation, bias=False),
                          nn.BatchNorm2d(nf), nn.ReLU(inplace=True))
