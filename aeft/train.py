@@ -5,9 +5,9 @@
 # %% auto #0
 __all__ = ['BACKBONES', 'TrainConfig', 'build_model', 'freeze_bn', 'max_steps', 'make_optimizer', 'world', 'epoch_loader',
            'bce_step', 'atomic_save', 'rng_state', 'set_rng_state', 'NonFiniteLoss', 'pick_device', 'init_distributed',
-           'to_device', 'Learner', 'read_log', 'plot_log']
+           'to_device', 'Learner', 'read_log', 'plot_log', 'make_config']
 
-# %% ../nbs/10_train.ipynb #bcbee5dd
+# %% ../nbs/10_train.ipynb #6f89e383
 import json, os, random, time
 from dataclasses import dataclass, asdict, fields, replace
 from pathlib import Path
@@ -18,8 +18,9 @@ from torch.utils.data import DataLoader, DistributedSampler
 from fastcore.script import call_parse, bool_arg
 from fastprogress.fastprogress import master_bar, progress_bar
 from .gpp import CAMNet, TinyBackbone
+from .backbones import resnet38d_cam, resnet50_cam
 
-# %% ../nbs/10_train.ipynb #ca22b961
+# %% ../nbs/10_train.ipynb #610db3c4
 BACKBONES = ('tiny', 'resnet38d', 'resnet50')
 
 def _need(ok, name, msg):
@@ -75,13 +76,14 @@ class TrainConfig:
                              warmup=12, batch_size=16, aeft_batch_size=32, lr=0.05, momentum=0.9,
                              freeze_bn=False), **kwargs})
 
-# %% ../nbs/10_train.ipynb #dfee9d28
+# %% ../nbs/10_train.ipynb #e6ac50e9
 def build_model(cfg):
     "The `CAMNet` of `cfg` (backbone, head, bins), initialised from `cfg.seed`"
     torch.manual_seed(cfg.seed)
-    if cfg.backbone != 'tiny': raise NotImplementedError(f"TrainConfig.backbone={cfg.backbone!r}: not available yet")
-    backbone = TinyBackbone(cfg.width)
-    return CAMNet(backbone, cfg.num_classes, head=cfg.head, **(dict(bins=cfg.bins) if cfg.head == 'gpp' else {}))
+    gpp = dict(bins=cfg.bins) if cfg.head == 'gpp' else {}
+    if cfg.backbone == 'resnet38d': return resnet38d_cam(cfg.num_classes, cfg.head, freeze_bn=cfg.freeze_bn, **gpp)
+    if cfg.backbone == 'resnet50': return resnet50_cam(cfg.num_classes, cfg.head, freeze_bn=cfg.freeze_bn, **gpp)
+    return CAMNet(TinyBackbone(cfg.width), cfg.num_classes, head=cfg.head, **gpp)
 
 def freeze_bn(model):
     "Put every BatchNorm of `model` in eval mode (running statistics fixed)"
@@ -99,7 +101,7 @@ def make_optimizer(model, cfg, max_step):
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0., 1 - s/max_step)**cfg.power)
     return opt, sched
 
-# %% ../nbs/10_train.ipynb #869fceef
+# %% ../nbs/10_train.ipynb #29c1f125
 def world():
     "(number of processes, this process's rank): (1, 0) outside `torchrun`"
     return (dist.get_world_size(), dist.get_rank()) if dist.is_initialized() else (1, 0)
@@ -112,7 +114,7 @@ def epoch_loader(ds, epoch, batch_size, seed, **kwargs):
     sampler.set_epoch(epoch)
     return DataLoader(ds, batch_size=batch_size//n, sampler=sampler, drop_last=True, **kwargs)
 
-# %% ../nbs/10_train.ipynb #2802f6f9
+# %% ../nbs/10_train.ipynb #35182916
 def bce_step(model, batch, cfg):
     "Classification only: BCE-with-logits of the class scores against the multi-hot labels (`batch[0]`, `batch[1]`)"
     x, y = batch[0], batch[1]
@@ -120,7 +122,7 @@ def bce_step(model, batch, cfg):
     loss = F.binary_cross_entropy_with_logits(logits.float(), y.float())
     return loss, {'bce': loss}
 
-# %% ../nbs/10_train.ipynb #fd34e217
+# %% ../nbs/10_train.ipynb #7da4fed5
 def atomic_save(obj, path):
     "`torch.save` `obj` to a temporary file and rename it over `path`: readers see the old file or the new, never half"
     path = Path(path)
@@ -139,7 +141,7 @@ def set_rng_state(state):
     random.setstate(state['python']); np.random.set_state(state['numpy']); torch.set_rng_state(state['torch'])
     if state['cuda']: torch.cuda.set_rng_state_all(state['cuda'])
 
-# %% ../nbs/10_train.ipynb #1584a298
+# %% ../nbs/10_train.ipynb #c56342e5
 class NonFiniteLoss(FloatingPointError):
     "A loss term became NaN or infinite"
 
@@ -162,7 +164,7 @@ def to_device(b, device):
     if isinstance(b, (list, tuple)): return type(b)(to_device(v, device) for v in b)
     return b
 
-# %% ../nbs/10_train.ipynb #733d228a
+# %% ../nbs/10_train.ipynb #03515309
 class Learner:
     "Trains `model` on `train_ds` as `cfg` says: warm-up step, then the AEFT step; logs and checkpoints in `out`"
     def __init__(self, model, train_ds, cfg, out, steps=(bce_step, bce_step), evaluate=None, progress=True, **dl_kwargs):
@@ -258,7 +260,7 @@ class Learner:
         if self.main:
             with open(self.log_path, 'r+') as f: f.truncate(ck['log_bytes'])
 
-# %% ../nbs/10_train.ipynb #f442cacc
+# %% ../nbs/10_train.ipynb #599b2264
 def read_log(path):
     "The rows of a JSON-lines log"
     return [json.loads(l) for l in Path(path).read_text().splitlines()]
@@ -287,3 +289,17 @@ def plot_log(path, fname=None):
     fig.tight_layout()
     if fname: fig.savefig(fname, dpi=100)
     return fig
+
+# %% ../nbs/10_train.ipynb #38048163
+def make_config(preset='synthetic', opts='', **overrides):
+    "The `preset`'s `TrainConfig` ('synthetic' or 'voc'), with `overrides` that are not None and the `name=value` pairs of `opts`"
+    import ast
+    if preset not in ('synthetic', 'voc'): raise ValueError(f"`preset` must be 'synthetic' or 'voc', got {preset!r}")
+    names = {f.name for f in fields(TrainConfig)}
+    kw = {k: v for k, v in overrides.items() if v is not None}
+    for pair in opts.split():
+        k, eq, v = pair.partition('=')
+        if not eq or k not in names: raise ValueError(f"`opts` item {pair!r} is not name=value with a TrainConfig field name")
+        try: kw[k] = ast.literal_eval(v)
+        except (ValueError, SyntaxError): kw[k] = v
+    return TrainConfig.synthetic(**kw) if preset == 'synthetic' else TrainConfig(**kw)
