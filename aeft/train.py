@@ -290,7 +290,7 @@ def plot_log(path, fname=None):
     if fname: fig.savefig(fname, dpi=100)
     return fig
 
-# %% ../nbs/10_train.ipynb #38048163
+# %% ../nbs/10_train.ipynb #2886bb2c
 def make_config(preset='synthetic', opts='', **overrides):
     "The `preset`'s `TrainConfig` ('synthetic' or 'voc'), with `overrides` that are not None and the `name=value` pairs of `opts`"
     import ast
