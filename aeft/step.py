@@ -5,10 +5,9 @@
 # %% auto #0
 __all__ = ['MODES', 'AEFTConfig', 'keep_bn_stats', 'aeft_step', 'step_log']
 
-# %% ../nbs/07_step.ipynb #c801d279
-import copy
+# %% ../nbs/07_step.ipynb #adc42608
 from contextlib import contextmanager
-from dataclasses import dataclass, asdict
+from dataclasses import dataclass
 import torch, torch.nn as nn, torch.nn.functional as F
 from .erasing import ERASE_VARIANTS, positive
 from .triplet import sample_negatives, class_embedding, attract_loss, repel_loss
