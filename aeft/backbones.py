@@ -9,7 +9,7 @@ __all__ = ['RELEASED_FROZEN', 'RELEASED_DROPOUT', 'Backbone', 'Block38', 'Bottle
 
 # %% ../nbs/02_backbones.ipynb #22f56128
 import os, torch, torch.nn as nn, torch.nn.functional as F, torchvision
-from fastcore.basics import ifnone, store_attr
+from fastcore.basics import ifnone
 from .gpp import CAMNet
 
 # %% ../nbs/02_backbones.ipynb #e9622cfc
@@ -103,6 +103,7 @@ class ReleasedClassifier(nn.Module):
         super().__init__()
         self.fc8, self.bn8, self.fc9 = nn.Conv2d(ni, nh, 1, bias=False), nn.BatchNorm2d(nh), nn.Conv2d(nh, num_classes, 1, bias=False)
         for c in (self.fc8, self.fc9): nn.init.xavier_uniform_(c.weight)
+        self.bn8.requires_grad_(False)  # never used in forward: nothing to train
 
     def forward(self, x): return self.fc9(F.relu(self.fc8(x)))
 
