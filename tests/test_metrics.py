@@ -1,0 +1,51 @@
+"Metrics beyond the notebook's examples: the one-pass sweep against a per-threshold loop over many random cases."
+import json, math
+import pytest, torch
+from aeft.metrics import (ConfusionMeter, ThresholdSweep, cam_to_pred, choose_threshold, confusion, iou, miou,
+                          scatter_cams)
+
+def loop_cms(cams, gt, labels, thresholds, C):
+    return torch.stack([confusion(cam_to_pred(cams, t, labels), gt, C) for t in thresholds.to(cams.dtype)])
+
+@pytest.mark.parametrize('seed', range(6))
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_sweep_equals_the_loop(seed, dtype):
+    g = torch.Generator().manual_seed(seed)
+    B, K = int(torch.randint(1, 5, (1,), generator=g)), int(torch.randint(1, 6, (1,), generator=g))
+    h, w = (int(x) for x in torch.randint(1, 9, (2,), generator=g))
+    thr = torch.sort(torch.randperm(50, generator=g)[:int(torch.randint(1, 12, (1,), generator=g))]).values.double()/40
+    cams = (torch.randint(-2, 45, (B, K, h, w), generator=g)/40).to(dtype)   # values below, at and above the thresholds
+    gt = torch.randint(0, K + 1, (B, h, w), generator=g); gt[torch.rand(B, h, w, generator=g) < 0.2] = 255
+    labels = torch.rand(B, K, generator=g) < 0.6
+    sweep = ThresholdSweep(K + 1, thr)
+    for i in range(B): sweep.update(cams[i:i+1], gt[i:i+1], labels[i:i+1])
+    assert torch.equal(sweep.cms, loop_cms(cams, gt, labels, thr, K + 1))
+
+def test_per_image_cams_of_the_gt_classes():
+    "CAMs stored per image for its GT classes only give the same matrices as full CAMs with labels"
+    g = torch.Generator().manual_seed(0)
+    cams, gt = torch.rand(3, 4, 6, 6, generator=g), torch.randint(0, 5, (3, 6, 6), generator=g)
+    labels = torch.tensor([[1, 0, 1, 0], [0, 0, 0, 1], [1, 1, 1, 1]])
+    full, per_image = ThresholdSweep(5).update(cams, gt, labels), ThresholdSweep(5)
+    for i in range(3):
+        cls = labels[i].nonzero()[:, 0]
+        per_image.update(scatter_cams(cams[i, cls], cls, 4), gt[i:i+1])
+    assert torch.equal(full.cms, per_image.cms)
+
+def test_streaming_equals_one_shot_and_absent_classes_are_nan():
+    g = torch.Generator().manual_seed(1)
+    pred, gt = torch.randint(0, 3, (10, 5, 5), generator=g), torch.randint(0, 3, (10, 5, 5), generator=g)
+    gt[gt == 2] = 255                                 # class 2 never in the GT, but predicted: IoU 0, not NaN
+    meter = ConfusionMeter(4)
+    for i in range(0, 10, 3): meter.update(pred[i:i+3], gt[i:i+3])
+    cm = confusion(pred, gt, 4)
+    assert torch.equal(meter.cm, cm)
+    assert iou(cm)[2] == 0 and math.isnan(iou(cm)[3]) and math.isclose(miou(cm), iou(cm)[:3].mean().item())
+    assert meter.scores()['iou'][3] is None
+
+def test_choose_threshold_result_is_json_and_names_its_splits():
+    g = torch.Generator().manual_seed(2)
+    mk = lambda: ThresholdSweep(3).update(torch.rand(4, 2, 8, 8, generator=g), torch.randint(0, 3, (4, 8, 8), generator=g))
+    res = json.loads(json.dumps(choose_threshold(mk(), mk(), chosen_on='val', evaluated_on='test')))
+    assert (res['chosen_on'], res['evaluated_on']) == ('val', 'test')
+    assert set(res) >= {'threshold', 'miou', 'iou', 'precision', 'recall', 'fg_precision', 'fg_recall', 'oracle_threshold', 'oracle_miou'}
