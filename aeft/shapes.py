@@ -249,9 +249,9 @@ def _boxes(ds, i, names):
         out.append((names[c], (xs.min().item() + 1, ys.min().item() + 1, xs.max().item() + 1, ys.max().item() + 1)))
     return out
 
-def _write_split(ds, split, voc, boundary, quality):
+def _write_split(ds, split, voc, boundary, quality, names):
     "Write the images, masks, annotations and id list of one split under `voc`"
-    names, pal = class_names(ds.cfg.num_classes), voc_palette()
+    pal = voc_palette()
     masks = ignore_band(ds.masks, boundary)
     ids = [f'{split}_{i:05d}' for i in range(len(ds))]
     for i, name in enumerate(ids):
@@ -261,13 +261,17 @@ def _write_split(ds, split, voc, boundary, quality):
         _xml(name, ds.cfg.size, _boxes(ds, i, names)).write(voc/'Annotations'/f'{name}.xml')
     (voc/'ImageSets'/'Segmentation'/f'{split}.txt').write_text('\n'.join(ids) + '\n')
 
-def to_voc(splits, root, boundary=1, quality=95, overwrite=False):
+def to_voc(splits, root, boundary=1, quality=95, overwrite=False, names=None):
     "Write `splits` ({name: Shapes}) as `root`/VOCdevkit/VOC2012 in the PASCAL VOC layout, atomically; returns that folder"
     root, splits = Path(root), dict(splits)
     dst = root/'VOCdevkit'
     if not splits or any(not isinstance(d, Shapes) for d in splits.values()):
         raise ValueError("`splits` must be a non-empty dict of split name -> Shapes")
     if any(not s.isidentifier() for s in splits): raise ValueError(f"split names in `splits` must be identifiers, got {list(splits)}")
+    K = next(iter(splits.values())).cfg.num_classes
+    if any(d.cfg.num_classes != K for d in splits.values()): raise ValueError("the datasets in `splits` must have the same classes")
+    names = list(names or class_names(K))
+    if len(names) < K: raise ValueError(f"`names` must name the {K} classes, got {names}")
     if dst.exists() and not overwrite: raise FileExistsError(f"{dst} exists; pass overwrite=True to replace it")
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix='.VOCdevkit-', dir=root))
@@ -275,7 +279,7 @@ def to_voc(splits, root, boundary=1, quality=95, overwrite=False):
         tmp.chmod(0o755)
         voc = tmp/'VOC2012'
         for sub in ('JPEGImages', 'SegmentationClass', 'Annotations', 'ImageSets/Segmentation'): (voc/sub).mkdir(parents=True)
-        for split, ds in splits.items(): _write_split(ds, split, voc, boundary, quality)
+        for split, ds in splits.items(): _write_split(ds, split, voc, boundary, quality, names)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True); raise
     if dst.exists():                                         # swap: the old tree leaves only once the new one is whole

@@ -77,3 +77,18 @@ def test_refuses_bad_input(tmp_path, splits):
     with pytest.raises(ValueError, match='`splits`'): to_voc({'train': make_shapes(2)}, tmp_path)
     to_voc({'train': splits['train']}, tmp_path)
     with pytest.raises(FileExistsError, match='overwrite=True'): to_voc({'train': splits['train']}, tmp_path)
+
+def test_the_voc_reader_reads_the_export(tmp_path, splits):
+    "aeft.voc's VOCDataset reads the exported tree: same masks (with the band) and labels"
+    import warnings
+    voc_mod = pytest.importorskip('aeft.voc')
+    to_voc({'train': splits['train'], 'val': splits['val']}, tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')              # the split sizes are not VOC's
+        ds = voc_mod.VOCDataset(tmp_path, split='val', masks=True)
+    assert len(ds) == len(splits['val'])
+    for i in range(len(ds)):
+        x, y, m = ds[i]
+        K = splits['val'].cfg.num_classes
+        assert torch.equal(y[:K], splits['val'].labels[i]) and y[K:].sum() == 0
+        assert torch.equal(m.as_subclass(torch.Tensor), ignore_band(splits['val'].masks[i:i+1], 1)[0])
