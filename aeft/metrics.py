@@ -91,7 +91,7 @@ def cam_max(cams, labels=None):
     _check_cams(cams, labels)
     if cams.isnan().any(): raise ValueError("`cams` contains NaN")
     if labels is not None: cams = cams.masked_fill(~labels.bool()[..., None, None], -math.inf)
-    if cams.shape[1] == 0: return cams.new_full((cams.shape[0], *cams.shape[2:]), -math.inf), cams.new_ones(cams.shape[0], *cams.shape[2:], dtype=torch.long)
+    if cams.shape[1] == 0: cams = cams.new_full((cams.shape[0], 1, *cams.shape[2:]), -math.inf)
     m, a = cams.max(1)
     return m, a + 1
 
