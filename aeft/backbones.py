@@ -7,12 +7,12 @@ __all__ = ['RELEASED_FROZEN', 'RELEASED_DROPOUT', 'Backbone', 'Block38', 'Bottle
            'resnet38d_cam', 'official_key', 'ours_to_official', 'ResNet50', 'resnet50_cam', 'stage_table',
            'print_table', 'conv_path', 'receptive_field']
 
-# %% ../nbs/02_backbones.ipynb #22f56128
+# %% ../nbs/02_backbones.ipynb #4646f512
 import os, torch, torch.nn as nn, torch.nn.functional as F, torchvision
 from fastcore.basics import ifnone
 from .gpp import CAMNet
 
-# %% ../nbs/02_backbones.ipynb #e9622cfc
+# %% ../nbs/02_backbones.ipynb #f2874bd5
 class Backbone(nn.Module):
     "Base of the backbones: `out_channels`, `stride`, and switches to freeze BatchNorm and named children"
     def freeze(self, freeze_bn=False, frozen=()):
@@ -33,7 +33,7 @@ class Backbone(nn.Module):
             for m in self.bns(): m.eval()
         return self
 
-# %% ../nbs/02_backbones.ipynb #a1dc9858
+# %% ../nbs/02_backbones.ipynb #c5f527de
 def _conv(ni, nf, ks, stride=1, dilation=1):
     return nn.Conv2d(ni, nf, ks, stride, padding=dilation*(ks//2), dilation=dilation, bias=False)
 
@@ -71,7 +71,7 @@ class Bottleneck38(nn.Module):
         h = self.conv_branch2b1(self.dropout_2b1(F.relu(self.bn_branch2b1(self.conv_branch2a(a)))))
         return self.conv_branch1(a) + self.conv_branch2b2(self.dropout_2b2(F.relu(self.bn_branch2b2(h))))
 
-# %% ../nbs/02_backbones.ipynb #baee4c9d
+# %% ../nbs/02_backbones.ipynb #b0bac75b
 RELEASED_FROZEN = ('conv1a', 'b2', 'b2_1', 'b2_2')
 RELEASED_DROPOUT = (0.3, 0.5)
 
@@ -96,7 +96,7 @@ class ResNet38d(Backbone):
         for m in list(self.children())[:-1]: x = m(x)
         return F.relu(self.bn7(x))
 
-# %% ../nbs/02_backbones.ipynb #41bcfa5a
+# %% ../nbs/02_backbones.ipynb #c50cb472
 class ReleasedClassifier(nn.Module):
     "The released two-layer CAM classifier: fc8 (1×1, no bias) → ReLU → fc9 (1×1, no bias); `bn8` is stored but unused"
     def __init__(self, ni=4096, nh=256, num_classes=20):
@@ -111,7 +111,7 @@ def resnet38d_cam(num_classes=20, head='gpp', freeze_bn=True, frozen=RELEASED_FR
     "`CAMNet` with ResNet-38d and the released two-layer classifier (defaults: the released model and training switches)"
     return CAMNet(ResNet38d(freeze_bn, frozen, dropout), num_classes, head, ReleasedClassifier(4096, 256, num_classes), **gpp_kwargs)
 
-# %% ../nbs/02_backbones.ipynb #69371223
+# %% ../nbs/02_backbones.ipynb #fc6983fd
 def official_key(k):
     "Our `CAMNet` key for a key of the released ResNet-38d checkpoint"
     top = k.split('.')[0]
@@ -125,7 +125,7 @@ def ours_to_official(k):
         if k.startswith(p): return k[len(p):]
     raise ValueError(f"key {k!r} is not a CAMNet key (expected a backbone./classifier./gpp. prefix)")
 
-# %% ../nbs/02_backbones.ipynb #f904f256
+# %% ../nbs/02_backbones.ipynb #a8fbc812
 def _resnet50(weights, dilate):
     if isinstance(weights, (str, os.PathLike)) and os.path.isfile(weights):
         r = torchvision.models.resnet50(replace_stride_with_dilation=dilate)
@@ -151,7 +151,7 @@ def resnet50_cam(num_classes=20, head='gpp', weights=None, output_stride=16, fre
     "`CAMNet` with a torchvision ResNet-50 backbone and a 1×1 classifier (2048 → K, no bias)"
     return CAMNet(ResNet50(weights, output_stride, freeze_bn, frozen), num_classes, head, **gpp_kwargs)
 
-# %% ../nbs/02_backbones.ipynb #0ec5f5eb
+# %% ../nbs/02_backbones.ipynb #0be7e4dd
 def _stage(name): return name.split('_')[0]
 
 def stage_table(backbone, size=64):
@@ -175,7 +175,7 @@ def print_table(rows):
     w = {c: max(len(c), *(len(text(r[c])) for r in rows)) for c in rows[0]}
     for line in [{c: c for c in w}] + rows: print('  '.join(text(line[c]).rjust(w[c]) for c in w))
 
-# %% ../nbs/02_backbones.ipynb #dc64f76e
+# %% ../nbs/02_backbones.ipynb #a38fda85
 def conv_path(backbone):
     "(name, kernel, stride, dilation, padding) of every conv/pool layer on the residual branch, in order"
     out = []
