@@ -8,8 +8,8 @@ __all__ = ['VOC_CLASSES', 'KNOWN_SIZES', 'IMAGENET_MEAN', 'IMAGENET_STD', 'IGNOR
            'load_mask', 'atomic_write_text', 'image_labels', 'load_image', 'RandomLongSide', 'normalize',
            'train_transform', 'VOCDataset', 'voc_train_dataset']
 
-# %% ../nbs/12_voc.ipynb #883f1bde
-import json, os, warnings
+# %% ../nbs/12_voc.ipynb #df8f9ff8
+import json, os, shutil, warnings
 from pathlib import Path
 import numpy as np, torch
 from PIL import Image
