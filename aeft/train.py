@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['BACKBONES', 'IMAGENET_STATS', 'METHODS', 'TrainConfig', 'build_model', 'freeze_bn', 'max_steps', 'world',
            'epoch_loader', 'bce_step', 'train_steps', 'rng_state', 'set_rng_state', 'NonFiniteLoss', 'pick_device',
-           'init_distributed', 'to_device', 'Learner', 'read_log', 'plot_log', 'make_config', 'Normalized', 'datasets',
-           'cam_sweep', 'val_miou', 'aeft_train', 'demo_table', 'aeft_demo']
+           'init_distributed', 'to_device', 'Learner', 'read_log', 'plot_log', 'Normalized', 'datasets', 'cam_sweep',
+           'val_miou', 'make_config', 'aeft_train', 'demo_table', 'aeft_demo']
 
 # %% ../nbs/10_train.ipynb #6f89e383
 import json, os, random, time
@@ -296,25 +296,7 @@ def plot_log(path, fname=None):
     if fname: fig.savefig(fname, dpi=100)
     return fig
 
-# %% ../nbs/10_train.ipynb #2886bb2c
-def make_config(preset='synthetic', opts='', **overrides):
-    "`preset`'s config ('synthetic' or 'voc') with the non-None `overrides` and `opts`' name=value pairs (TrainConfig or AEFTConfig fields)"
-    import ast
-    if preset not in ('synthetic', 'voc'): raise ValueError(f"`preset` must be 'synthetic' or 'voc', got {preset!r}")
-    names, aeft_names = {f.name for f in fields(TrainConfig)}, {f.name for f in fields(AEFTConfig)}
-    kw, akw = {k: v for k, v in overrides.items() if v is not None}, {}
-    for pair in opts.split():
-        k, eq, v = pair.partition('=')
-        if not eq or k not in names | aeft_names:
-            raise ValueError(f"`opts` item {pair!r} is not name=value with a TrainConfig or AEFTConfig field name")
-        try: v = ast.literal_eval(v)
-        except (ValueError, SyntaxError): pass
-        (kw if k in names else akw)[k] = v
-    base = TrainConfig.synthetic() if preset == 'synthetic' else TrainConfig()
-    akw = {'bce_items': kw.get('batch_size', base.batch_size), **akw}
-    return replace(base, **kw, aeft_options=replace(base.aeft_options, **akw))
-
-# %% ../nbs/10_train.ipynb #cfad66df
+# %% ../nbs/10_train.ipynb #9e3d6fd4
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 class Normalized(torch.utils.data.Dataset):
@@ -333,7 +315,7 @@ def datasets(cfg):
     scfg = ShapesConfig(size=cfg.image_size, num_classes=cfg.num_classes)
     return tuple(Normalized(Shapes(n, split_seed(cfg.data_seed, s), scfg)) for s, n in (('train', cfg.n_train), ('val', cfg.n_val)))
 
-# %% ../nbs/10_train.ipynb #6824563e
+# %% ../nbs/10_train.ipynb #0cd628e6
 def cam_sweep(model, ds, num_classes, batch_size=100, thresholds=None):
     "`ThresholdSweep` of `model`'s max-normed CAMs (GT classes) on `ds` = (image, labels, mask, ...) samples"
     sweep, dev = ThresholdSweep(num_classes + 1, thresholds), next(model.parameters()).device
@@ -351,7 +333,25 @@ def val_miou(ds, cfg):
         return {'val_miou': m, 'val_threshold': t}
     return evaluate
 
-# %% ../nbs/10_train.ipynb #8003ed80
+# %% ../nbs/10_train.ipynb #96d55268
+def make_config(preset='synthetic', opts='', **overrides):
+    "`preset`'s config ('synthetic' or 'voc') with the non-None `overrides` and `opts`' name=value pairs (TrainConfig or AEFTConfig fields)"
+    import ast
+    if preset not in ('synthetic', 'voc'): raise ValueError(f"`preset` must be 'synthetic' or 'voc', got {preset!r}")
+    names, aeft_names = {f.name for f in fields(TrainConfig)}, {f.name for f in fields(AEFTConfig)}
+    kw, akw = {k: v for k, v in overrides.items() if v is not None}, {}
+    for pair in opts.split():
+        k, eq, v = pair.partition('=')
+        if not eq or k not in names | aeft_names:
+            raise ValueError(f"`opts` item {pair!r} is not name=value with a TrainConfig or AEFTConfig field name")
+        try: v = ast.literal_eval(v)
+        except (ValueError, SyntaxError): pass
+        (kw if k in names else akw)[k] = v
+    base = TrainConfig.synthetic() if preset == 'synthetic' else TrainConfig()
+    akw = {'bce_items': kw.get('batch_size', base.batch_size), **akw}
+    return replace(base, **kw, aeft_options=replace(base.aeft_options, **akw))
+
+# %% ../nbs/10_train.ipynb #de5058c7
 @call_parse
 def aeft_train(
     out:str='runs/train',     # output folder: config.json, log.jsonl, last.pt, curves.png
@@ -377,7 +377,7 @@ def aeft_train(
         plot_log(learn.log_path, learn.out/'curves.png')
         print(f'aeft_train: {cfg.epochs} epochs done; log, checkpoint and curves in {learn.out}')
 
-# %% ../nbs/10_train.ipynb #69e9ccc2
+# %% ../nbs/10_train.ipynb #3f2cd49d
 METHODS = {'gap': ('GAP', dict(head='gap', aeft=False)), 'gpp': ('GPP', dict(head='gpp', aeft=False)),
            'aeft': ('GPP + AEFT', dict(head='gpp', aeft=True))}
 
