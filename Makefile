@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test docs readme lock clean
+.PHONY: demo test docs readme lock clean
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SYSDEPS := /usr/bin/chromium /usr/bin/chromedriver /usr/share/javascript/mathjax/MathJax.js
 
@@ -19,6 +19,10 @@ $(STAMP): requirements-lock.txt settings.ini setup.py
 $(SYSDEPS):
 	$(SUDO) apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver libjs-mathjax
+
+## demo: the main job: train GAP, GPP and GPP + AEFT on synthetic shapes on the CPU, compare their CAMs (runs/demo)
+demo: $(STAMP)
+	$(BIN)/aeft_demo
 
 ## test: aeft/ matches the notebooks, notebooks are clean, every notebook runs, then pytest (docs included)
 test: $(STAMP) $(SYSDEPS)

@@ -132,7 +132,9 @@ def bce_step(model, batch, cfg):
 
 def train_steps(cfg):
     "(warm-up step, step after warm-up): `bce_step`, then `aeft.step.aeft_step` with `cfg.aeft_options`"
-    def step(model, batch, cfg): return aeft_step(model, batch[:2], cfg.aeft_options)
+    def step(model, batch, cfg):
+        n = world()[0]                 # each of n processes holds every n-th image: its first bce_items/n make the first bce_items
+        return aeft_step(model, batch[:2], replace(cfg.aeft_options, bce_items=cfg.aeft_options.bce_items//n))
     return bce_step, step
 
 # %% ../nbs/10_train.ipynb #061df818
