@@ -95,9 +95,9 @@ def build_model(cfg):
     "The `CAMNet` of `cfg` (backbone, head, bins), initialised from `cfg.seed`"
     torch.manual_seed(cfg.seed)
     gpp = dict(bins=cfg.bins) if cfg.head == 'gpp' else {}
+    if cfg.backbone == 'tiny': return CAMNet(TinyBackbone(cfg.width), cfg.num_classes, head=cfg.head, **gpp)
     if cfg.backbone == 'resnet38d': return resnet38d_cam(cfg.num_classes, cfg.head, freeze_bn=cfg.freeze_bn, **gpp)
-    if cfg.backbone == 'resnet50': return resnet50_cam(cfg.num_classes, cfg.head, freeze_bn=cfg.freeze_bn, **gpp)
-    return CAMNet(TinyBackbone(cfg.width), cfg.num_classes, head=cfg.head, **gpp)
+    return resnet50_cam(cfg.num_classes, cfg.head, freeze_bn=cfg.freeze_bn, **gpp)
 
 def freeze_bn(model):
     "Put every BatchNorm of `model` in eval mode (running statistics fixed)"

@@ -1,5 +1,6 @@
 "The main job's CLI end to end on tiny settings: every output, resuming a finished demo, and bad options."
-import json, os, subprocess, sys
+import json, os, re, subprocess, sys
+import pytest
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
@@ -26,14 +27,13 @@ def test_demo_end_to_end_then_resume(tmp_path):
     assert r2.returncode == 0, r2.stderr[-3000:]
     assert json.loads((tmp_path/'results.json').read_text())['results'] == res
 
-def test_demo_rejects_bad_options(tmp_path):
-    r = demo('--out', str(tmp_path), '--methods', 'gap,cam')
-    assert r.returncode != 0 and "`methods` must be a comma-separated subset of ['gap', 'gpp', 'aeft'], got 'gap,cam'" in r.stderr
-    r = demo('--out', str(tmp_path), '--epochs', '0')
-    assert r.returncode != 0 and 'TrainConfig.epochs must be at least 1' in r.stderr
-
-def test_train_cli_names_the_bad_field(tmp_path):
+def test_bad_options_stop_with_the_field_named(tmp_path):
+    from aeft.train import aeft_demo, aeft_train
+    for f, kw, msg in [(aeft_demo, dict(methods='gap,cam'), "`methods` must be a comma-separated subset of ['gap', 'gpp', 'aeft'], got 'gap,cam'"),
+                       (aeft_demo, dict(epochs=0), 'TrainConfig.epochs must be at least 1'),
+                       (aeft_train, dict(opts='bins=(4,2)'), 'TrainConfig.bins must be at least two strictly increasing'),
+                       (aeft_train, dict(preset='coco'), "`preset` must be 'synthetic' or 'voc', got 'coco'")]:
+        with pytest.raises(SystemExit, match=re.escape(msg)): f(out=str(tmp_path), **kw)
+    assert not list(tmp_path.iterdir())                    # nothing written
     r = subprocess.run([str(BIN/'aeft_train'), '--out', str(tmp_path), '--lr', '-1'], capture_output=True, text=True, env=ENV)
-    assert r.returncode != 0 and 'TrainConfig.lr must be positive, got -1.0' in r.stderr
-    r = subprocess.run([str(BIN/'aeft_train'), '--out', str(tmp_path), '--opts', 'bins=(4,2)'], capture_output=True, text=True, env=ENV)
-    assert r.returncode != 0 and 'TrainConfig.bins must be at least two strictly increasing' in r.stderr
+    assert r.returncode == 1 and 'aeft_train: TrainConfig.lr must be positive, got -1.0' in r.stderr
