@@ -278,9 +278,9 @@ def plot_log(path, fname=None):
     import matplotlib.pyplot as plt
     rows = read_log(path)
     steps, epochs = [r for r in rows if r['kind'] == 'step'], [r for r in rows if r['kind'] == 'epoch']
-    terms = list(dict.fromkeys(k for r in steps for k in r if k not in ('kind', 'epoch', 'step', 'lr', 'triplets', 'negatives')))
-    metrics = list(dict.fromkeys(k for r in epochs for k in r
-                                 if k not in terms and k not in ('kind', 'epoch', 'step', 'phase', 'time')))
+    skip = ('kind', 'epoch', 'step', 'lr', 'phase', 'time', 'triplets', 'negatives')
+    terms = list(dict.fromkeys(k for r in steps for k in r if k not in skip))
+    metrics = list(dict.fromkeys(k for r in epochs for k in r if k not in terms and k not in skip))
     fig, axs = plt.subplots(1, 3 if metrics else 2, figsize=(13 if metrics else 9, 3.2))
     for i, k in enumerate(terms):
         c = f'C{i}'
@@ -290,7 +290,7 @@ def plot_log(path, fname=None):
     for ax in axs[:2]:
         if aeft: ax.axvline(aeft[0] - 1, color='gray', ls='--', lw=0.8)
     axs[0].set(xlabel='step', ylabel='loss', title='loss terms'); axs[0].legend(fontsize=8)
-    axs[1].plot([r['step'] for r in steps], [r['lr'] for r in steps]); axs[1].set(xlabel='step', title='learning rate')
+    axs[1].plot([r['step'] for r in steps], [r['lr'] for r in steps]); axs[1].set(xlabel='step', title='learning rate (first group)')
     if metrics:
         for k in metrics: axs[2].plot(*zip(*[(r['epoch'], r[k]) for r in epochs if k in r]), 'o-', label=k)
         axs[2].set(xlabel='epoch', title='metrics'); axs[2].legend(fontsize=8)
@@ -313,7 +313,8 @@ class Normalized(torch.utils.data.Dataset):
 
 def datasets(cfg):
     "(train, valid) datasets of `cfg.data`, images normalised"
-    if cfg.data == 'voc': raise NotImplementedError("TrainConfig.data='voc': aeft has no VOC loader yet; use the synthetic preset")
+    if cfg.data == 'voc': raise NotImplementedError("TrainConfig.data='voc': make the VOC datasets with aeft.voc (a later module, "
+                                                    "not imported here) and pass them to Learner; this CLI trains on 'shapes'")
     scfg = ShapesConfig(size=cfg.image_size, num_classes=cfg.num_classes)
     return tuple(Normalized(Shapes(n, split_seed(cfg.data_seed, s), scfg)) for s, n in (('train', cfg.n_train), ('val', cfg.n_val)))
 
