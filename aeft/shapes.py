@@ -30,6 +30,7 @@ class ShapesConfig:
     p_cooc: float = 0.8         # P(texture | its class is present)
     p_alone: float = 0.1        # P(texture | its class is absent)
     p_pair: float = 0.3         # P(a large and a small instance of one class), when `small`
+    linked_cue: float = 1.0     # saturation of the linked classes' caps (below 1: the object is a weaker cue than its texture)
     body_tint: float = 0.15     # share of the class colour in the body's colour (0: bodies carry no class cue)
     body_jitter: float = 0.1    # std of the random per-object shift of the body's colour
     part_radius: float = 0.55   # radius of the discriminative cap, in object radii, around the object's tip
@@ -41,7 +42,7 @@ class ShapesConfig:
         if self.size < 16 or self.size % 2: raise ValueError(f"`size` must be an even number of pixels >= 16, got {self.size}")
         if any(not 0 <= c < self.num_classes for c in self.linked) or len(set(self.linked)) != len(self.linked):
             raise ValueError(f"`linked` must hold distinct classes in 0..{self.num_classes-1}, got {self.linked}")
-        for k in ('p_cooc', 'p_alone', 'p_pair', 'body_tint', 'body_jitter', 'noise'):
+        for k in ('p_cooc', 'p_alone', 'p_pair', 'linked_cue', 'body_tint', 'body_jitter', 'noise'):
             if not 0 <= getattr(self, k) <= 1: raise ValueError(f"`{k}` must be in [0, 1], got {getattr(self, k)}")
         if self.boundary < 0: raise ValueError(f"`boundary` must be >= 0, got {self.boundary}")
 
@@ -90,8 +91,9 @@ def _objects(n, cfg, g):
     theta = U(n, m + 1)*2*math.pi
     shape = (torch.randint(len(SHAPES) - 1, (n, m + 1), generator=g) if cfg.blobs
              else torch.full((n, m + 1), len(SHAPES) - 1))
+    cue = torch.ones(K); cue[list(cfg.linked)] = cfg.linked_cue
     col = class_colours(K)[cls]
-    part_col = (col + 0.05*torch.randn(n, m + 1, 3, generator=g)).clamp(0, 1)
+    part_col = (col + (1 - cue[cls, None])*(0.5 - col) + 0.05*torch.randn(n, m + 1, 3, generator=g)).clamp(0, 1)
     grey = 0.35 + 0.3*U(n, m + 1, 1)
     body_col = (grey + cfg.body_tint*(col - grey) + cfg.body_jitter*torch.randn(n, m + 1, 3, generator=g)).clamp(0, 1)
     if not cfg.sparse: body_col = part_col
