@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['SPECS', 'BUDGET', 'METRICS', 'spec_config', 'spec_model', 'part_recall', 'test_split', 'run_one', 'done_runs',
-           'run_grid', 'load_results', 'summarise', 'paired']
+           'run_grid', 'load_results', 'summarise', 'paired', 'verdict', 'collect_curves']
 
 # %% ../nbs/11_benchmark.ipynb #c626e610
 import json, time
@@ -127,3 +127,25 @@ def paired(df, a, b, metric='miou'):
     sd = d.std(ddof=1) if n > 1 else float('nan')
     return dict(a=a, b=b, metric=metric, diff=d.mean(), std=sd, se=sd/n**0.5, seeds=n, b_higher=int((d > 0).sum()),
                 clear=bool(n > 1 and abs(d.mean()) > 2*sd/n**0.5 and max((d > 0).sum(), (d < 0).sum()) > n/2))
+
+# %% ../nbs/11_benchmark.ipynb #3283abba
+def verdict(df, a, b, metric='miou'):
+    "The verdict on 'b beats a in `metric`' from the runs in `df`, and its `paired` numbers (None when not run)"
+    if not {a, b} <= set(df['name']): return 'not run', None
+    p = paired(df, a, b, metric)
+    return ('reproduced' if p['diff'] > 0 else 'opposite') if p['clear'] else 'no clear difference', p
+
+# %% ../nbs/11_benchmark.ipynb #8679d5a2
+def collect_curves(runs, path):
+    "Per-epoch losses of every run folder `NAME_seedS` under `runs` into the CSV `path`; returns the DataFrame"
+    import pandas as pd
+    from aeft.train import read_log
+    names, rows = {n.replace(' ', '_'): n for n in SPECS}, []
+    for log in sorted(Path(runs).glob('*_seed*/log.jsonl')):
+        key, _, seed = log.parent.name.rpartition('_seed')
+        if key not in names: continue
+        rows += [dict(name=names[key], seed=int(seed), **{k: r[k] for k in ('epoch', 'phase', 'loss', 'bce') if k in r})
+                 for r in read_log(log) if r['kind'] == 'epoch']
+    df = pd.DataFrame(rows)
+    df.to_csv(path, index=False)
+    return df
