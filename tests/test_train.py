@@ -14,7 +14,7 @@ from aeft.train import TrainConfig, Learner, build_model
 torch.set_num_threads(1)
 out, epochs, kw = sys.argv[1], int(sys.argv[2]), eval(sys.argv[3])
 g = torch.Generator().manual_seed(0)
-ds = TensorDataset(torch.randn(128, 3, 32, 32, generator=g), (torch.rand(128, 6, generator=g) < 0.3).float())
+ds = TensorDataset(torch.randn(128, 3, 32, 32, generator=g), (torch.rand(128, 6, generator=g) < 0.6).float())
 cfg = TrainConfig.synthetic(**{**dict(epochs=epochs, warmup=2, image_size=32, width=8, batch_size=8, aeft_batch_size=16), **kw})
 Learner(build_model(cfg), ds, cfg, out, progress=False).fit(resume=True)
 '''
@@ -99,9 +99,10 @@ def test_resume_refuses_another_config_and_fresh_run_refuses_to_overwrite(tmp_pa
 
 def test_ddp_two_cpu_processes_match_one_process(tmp_path):
     """gloo, 2 ranks × 4 (then 8) images = 1 rank × 8 (then 16), through warm-up and the AEFT step in 'attract' mode.
-    BatchNorm frozen (eval): train-mode BN would use per-rank statistics. 'attract' and the BCE are means of per-image
+    BatchNorm frozen (eval): train-mode BN would use per-rank statistics. GAP head: on these random images the GPP
+    logits stay at 0 (BCE ln 2 throughout), which would hide a wrong share of the BCE between ranks. 'attract' and the BCE are means of per-image
     terms, so averaged gradients agree; repel's in-batch negatives would not (each rank draws from its own share)."""
-    kw = dict(freeze_bn=True, device='cpu', aeft_options=dict(mode='attract', bce_items=8))
+    kw = dict(head='gap', freeze_bn=True, device='cpu', aeft_options=dict(mode='attract', bce_items=8))
     drive(tmp_path/'one', epochs=3, **kw)
     torchrun = (str(BIN/'torchrun'), '--standalone', '--nproc_per_node', '2')
     script = tmp_path/'driver.py'; script.write_text(DRIVER)
@@ -111,7 +112,7 @@ def test_ddp_two_cpu_processes_match_one_process(tmp_path):
     assert a.keys() == b.keys()
     for k in a: torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
     la, lb = steps(tmp_path/'one', keys=('step', 'loss', 'bce', 'attract')), steps(tmp_path/'two', keys=('step', 'loss', 'bce', 'attract'))
-    assert len(la) == len(lb) == 2*128//8 + 128//16 and 'attract' in la[-1]
+    assert len(la) == len(lb) == 2*128//8 + 128//16 and all(x['attract'] > 0 for x in la[32:])
     for x, y in zip(la, lb):
         for k in x: assert abs(x[k] - y[k]) < 1e-5, (k, x, y)
     assert len(torch.load(tmp_path/'two/last.pt', weights_only=False)['rng']) == 2   # one RNG state per rank
