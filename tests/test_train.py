@@ -13,8 +13,9 @@ from torch.utils.data import TensorDataset
 from aeft.train import TrainConfig, Learner, build_model
 torch.set_num_threads(1)
 out, epochs, kw = sys.argv[1], int(sys.argv[2]), eval(sys.argv[3])
+p = kw.pop('p', 0.3)                                   # label density
 g = torch.Generator().manual_seed(0)
-ds = TensorDataset(torch.randn(128, 3, 32, 32, generator=g), (torch.rand(128, 6, generator=g) < 0.6).float())
+ds = TensorDataset(torch.randn(128, 3, 32, 32, generator=g), (torch.rand(128, 6, generator=g) < p).float())
 cfg = TrainConfig.synthetic(**{**dict(epochs=epochs, warmup=2, image_size=32, width=8, batch_size=8, aeft_batch_size=16), **kw})
 Learner(build_model(cfg), ds, cfg, out, progress=False).fit(resume=True)
 '''
@@ -100,9 +101,10 @@ def test_resume_refuses_another_config_and_fresh_run_refuses_to_overwrite(tmp_pa
 def test_ddp_two_cpu_processes_match_one_process(tmp_path):
     """gloo, 2 ranks × 4 (then 8) images = 1 rank × 8 (then 16), through warm-up and the AEFT step in 'attract' mode.
     BatchNorm frozen (eval): train-mode BN would use per-rank statistics. GAP head: on these random images the GPP
-    logits stay at 0 (BCE ln 2 throughout), which would hide a wrong share of the BCE between ranks. 'attract' and the BCE are means of per-image
+    logits stay at 0 (BCE ln 2 throughout), which would hide a wrong share of the BCE between ranks; labels at density
+    0.6 keep the CAMs of present classes positive, so attract is not 0. 'attract' and the BCE are means of per-image
     terms, so averaged gradients agree; repel's in-batch negatives would not (each rank draws from its own share)."""
-    kw = dict(head='gap', freeze_bn=True, device='cpu', aeft_options=dict(mode='attract', bce_items=8))
+    kw = dict(head='gap', freeze_bn=True, device='cpu', aeft_options=dict(mode='attract', bce_items=8), p=0.6)
     drive(tmp_path/'one', epochs=3, **kw)
     torchrun = (str(BIN/'torchrun'), '--standalone', '--nproc_per_node', '2')
     script = tmp_path/'driver.py'; script.write_text(DRIVER)
