@@ -1,0 +1,60 @@
+"Seed evaluation on disk: train on a VOC-format fixture, aeft_cam, aeft_eval; the JSON, the plot, the protocol line and the errors"
+import json, subprocess, sys
+from pathlib import Path
+import numpy as np, pytest, torch
+from PIL import Image
+from aeft.train import Learner, build_model, make_config, train_steps
+from aeft.voc import write_tiny_voc, VOCDataset, train_transform, voc_root
+from aeft.cam import save_seeds
+from aeft.evaluate import aeft_eval
+
+pytestmark = pytest.mark.filterwarnings('ignore:VOC split')
+BIN = Path(sys.executable).parent
+
+def run(*args): return subprocess.run([str(BIN/args[0]), *map(str, args[1:])], capture_output=True, text=True)
+
+@pytest.fixture(scope='module')
+def root(tmp_path_factory): return write_tiny_voc(tmp_path_factory.mktemp('eval')/'data', sbd='png')
+
+def test_train_cam_eval_end_to_end(root, tmp_path):
+    # aeft_train has no VOC loader yet (aeft.train.datasets), so the training step uses the same Learner through Python
+    cfg = make_config('voc', backbone='tiny', width=8, image_size=64, epochs=2, warmup=1, batch_size=4,
+                      opts='aeft_batch_size=8 freeze_bn=False device=cpu')
+    ds = VOCDataset(root, 'train_aug', transform=train_transform(64, long_side=(64, 96)))
+    Learner(build_model(cfg), ds, cfg, tmp_path/'run', steps=train_steps(cfg), progress=False).fit()
+    r = run('aeft_cam', '--root', root, '--split', 'train_aug', '--ckpt', tmp_path/'run'/'last.pt', '--out', tmp_path/'seeds',
+            '--scales', '0.5,1.0', '--progress', 'False')
+    assert r.returncode == 0, r.stderr
+    r = run('aeft_eval', tmp_path/'seeds', '--root', root, '--out', tmp_path/'eval', '--choose_on', 'train_aug-train',
+            '--t_min', '0.05', '--t_max', '0.6', '--t_step', '0.05', '--progress', 'False')
+    assert r.returncode == 0, r.stderr
+    res = json.loads((tmp_path/'eval'/'seed_eval.json').read_text())
+    assert (res['chosen_on'], res['evaluated_on']) == ('train_aug-train', 'train')
+    assert 'chosen on train_aug-train; reported on train' in r.stdout
+    np.testing.assert_allclose(res['thresholds'], np.arange(1, 13)*0.05)
+    assert set(res['curves']) == {'train', 'train_aug-train'} and len(res['iou']) == 21
+    assert 0 <= res['miou'] <= 1 and res['threshold'] in res['thresholds']
+    assert (tmp_path/'eval'/'miou_vs_threshold.png').is_file()
+
+def test_perfect_seeds_score_one(root, tmp_path):
+    voc = voc_root(root)
+    ids = (voc/'ImageSets/Segmentation/train.txt').read_text().split()
+    for id in ids:
+        m = np.asarray(Image.open(voc/'SegmentationClass'/f'{id}.png'))
+        save_seeds({int(k) - 1: (m == k).astype(np.float32) for k in np.unique(m) if 0 < k < 255}, tmp_path/f'{id}.npy')
+    r = run('aeft_eval', tmp_path, '--root', root, '--out', tmp_path/'eval', '--progress', 'False')
+    assert r.returncode == 0, r.stderr
+    res = json.loads((tmp_path/'eval'/'seed_eval.json').read_text())
+    np.testing.assert_allclose(json.loads((tmp_path/'eval'/'seed_eval.json').read_text())['curves']['train'], 1.0)
+    assert res['chosen_on'] == res['evaluated_on'] == 'train' and 'the split reported: optimistic' in r.stdout
+
+def test_errors(root, tmp_path):
+    r = run('aeft_eval', tmp_path/'none', '--root', root, '--out', tmp_path/'o')   # through the command once
+    assert r.returncode != 0 and 'seed folder' in r.stderr
+    (tmp_path/'s').mkdir()
+    def message(**kw):
+        with pytest.raises(SystemExit) as e: aeft_eval(str(tmp_path/'s'), root=str(root), out=str(tmp_path/'o'), progress=False, **kw)
+        return str(e.value)
+    assert "no seed file for image '2026_000000' of split 'train'" in message()
+    assert "split 'test' must be one of" in message(split='test')
+    assert 'need t_min <= t_max' in message(t_min=0.5, t_max=0.1)
