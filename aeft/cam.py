@@ -151,7 +151,7 @@ def infer_seeds(model, ds, out, scales=SCALES, flip=True, layout='psa', overlays
 # %% ../nbs/13_cam.ipynb #647f4bc2
 @call_parse
 def aeft_cam(
-    out:str,                   # folder for <id>.npy seeds (and overlay/<id>.png)
+    out:str='runs/seeds',      # folder for <id>.npy seeds (and overlay/<id>.png)
     root:str=None,             # VOC root (VOCdevkit, its parent, or VOC2012); default $AEFT_VOC_ROOT
     split:str='train',         # VOC split: train, val or train_aug
     sbd:str=None,              # SBD's released folder, for train_aug without SegmentationClassAug
@@ -160,9 +160,9 @@ def aeft_cam(
     official:str=None,         # the released AEFT checkpoint (ResNet-38d + GPP), loaded with load_official_checkpoint
     scales:str='0.5,1.0,1.5,2.0', # comma-separated scales
     flip:bool_arg=True,        # add horizontally flipped inputs
-    predict:bool_arg=False,    # use predicted classes even when labels exist
+    predict:bool=False,        # use predicted classes even when labels exist
     layout:str='psa',          # 'psa' ({class: map}) or 'irn' ({'keys', 'high_res'})
-    overlays:bool_arg=False,   # also write overlay PNGs
+    overlays:bool=False,       # also write overlay PNGs
     images_per_batch:int=4,    # images whose inputs are grouped into batches together
     max_batch:int=16,          # largest batch of one forward
     device:str='auto',         # 'auto', 'cpu' or 'cuda'
