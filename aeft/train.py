@@ -6,7 +6,7 @@
 __all__ = ['BACKBONES', 'IMAGENET_STATS', 'METHODS', 'TrainConfig', 'build_model', 'freeze_bn', 'max_steps', 'world',
            'epoch_loader', 'bce_step', 'train_steps', 'rng_state', 'set_rng_state', 'NonFiniteLoss', 'pick_device',
            'init_distributed', 'to_device', 'Learner', 'read_log', 'plot_log', 'Normalized', 'datasets', 'cam_sweep',
-           'val_miou', 'make_config', 'aeft_train', 'demo_table', 'aeft_demo']
+           'val_miou', 'make_config', 'demo_table', 'aeft_demo']
 
 # %% ../nbs/10_train.ipynb #6f89e383
 import json, os, random, time
@@ -313,8 +313,8 @@ class Normalized(torch.utils.data.Dataset):
 
 def datasets(cfg):
     "(train, valid) datasets of `cfg.data`, images normalised"
-    if cfg.data == 'voc': raise NotImplementedError("TrainConfig.data='voc': make the VOC datasets with aeft.voc (a later module, "
-                                                    "not imported here) and pass them to Learner; this CLI trains on 'shapes'")
+    if cfg.data == 'voc': raise NotImplementedError("TrainConfig.data='voc': the VOC datasets come from aeft.voc, a later module; "
+                                                    "use aeft.pipeline.train_data or `aeft_train --preset voc`")
     scfg = ShapesConfig(size=cfg.image_size, num_classes=cfg.num_classes)
     return tuple(Normalized(Shapes(n, split_seed(cfg.data_seed, s), scfg)) for s, n in (('train', cfg.n_train), ('val', cfg.n_val)))
 
@@ -353,32 +353,6 @@ def make_config(preset='synthetic', opts='', **overrides):
     base = TrainConfig.synthetic() if preset == 'synthetic' else TrainConfig()
     akw = {'bce_items': kw.get('batch_size', base.batch_size), **akw}
     return replace(base, **kw, aeft_options=replace(base.aeft_options, **akw))
-
-# %% ../nbs/10_train.ipynb #de5058c7
-@call_parse
-def aeft_train(
-    out:str='runs/train',     # output folder: config.json, log.jsonl, last.pt, curves.png
-    preset:str='synthetic',   # 'synthetic' (shapes data, tiny backbone, CPU) or 'voc' (the released recipe)
-    resume:bool_arg=False,    # continue OUT/last.pt if there is one
-    epochs:int=None,          # TrainConfig.epochs
-    warmup:int=None,          # TrainConfig.warmup (T, classification-only epochs)
-    head:str=None,            # 'gap' or 'gpp'
-    aeft:bool_arg=None,       # the AEFT step after warm-up (False: classification throughout)
-    seed:int=None,            # TrainConfig.seed
-    lr:float=None,            # TrainConfig.lr
-    opts:str='',              # any other TrainConfig fields, e.g. "width=8 bins=(2,4,8) device=cpu"
-    progress:bool_arg=True,   # progress bars
-):
-    "Train a CAM classifier; `torchrun --nproc_per_node N aeft_train ...` runs it on N processes"
-    try:
-        cfg = make_config(preset, opts, epochs=epochs, warmup=warmup, head=head, aeft=aeft, seed=seed, lr=lr)
-        train_ds, valid_ds = datasets(cfg)
-        learn = Learner(build_model(cfg), train_ds, cfg, out, evaluate=val_miou(valid_ds, cfg), progress=progress)
-        learn.fit(resume)
-    except (ValueError, NotImplementedError, FileExistsError, NonFiniteLoss) as e: raise SystemExit(f'aeft_train: {e}')
-    if learn.main:
-        plot_log(learn.log_path, learn.out/'curves.png')
-        print(f'aeft_train: {cfg.epochs} epochs done; log, checkpoint and curves in {learn.out}')
 
 # %% ../nbs/10_train.ipynb #3f2cd49d
 METHODS = {'gap': ('GAP', dict(head='gap', aeft=False)), 'gpp': ('GPP', dict(head='gpp', aeft=False)),

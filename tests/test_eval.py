@@ -1,10 +1,9 @@
-"Seed evaluation on disk: train on a VOC-format fixture, aeft_cam, aeft_eval; the JSON, the plot, the protocol line and the errors"
+"Seed evaluation on disk: aeft_train on a VOC-format fixture, aeft_cam, aeft_eval; the JSON, the plot, the protocol line and the errors"
 import json, subprocess, sys
 from pathlib import Path
 import numpy as np, pytest, torch
 from PIL import Image
-from aeft.train import Learner, build_model, make_config, train_steps
-from aeft.voc import write_tiny_voc, VOCDataset, train_transform, voc_root
+from aeft.voc import write_tiny_voc, voc_root
 from aeft.cam import save_seeds
 from aeft.evaluate import aeft_eval
 
@@ -17,11 +16,13 @@ def run(*args): return subprocess.run([str(BIN/args[0]), *map(str, args[1:])], c
 def root(tmp_path_factory): return write_tiny_voc(tmp_path_factory.mktemp('eval')/'data', sbd='png')
 
 def test_train_cam_eval_end_to_end(root, tmp_path):
-    # aeft_train has no VOC loader yet (aeft.train.datasets), so the training step uses the same Learner through Python
-    cfg = make_config('voc', backbone='tiny', width=8, image_size=64, epochs=2, warmup=1, batch_size=4,
-                      opts='aeft_batch_size=8 freeze_bn=False device=cpu')
-    ds = VOCDataset(root, 'train_aug', transform=train_transform(64, long_side=(64, 96)))
-    Learner(build_model(cfg), ds, cfg, tmp_path/'run', steps=train_steps(cfg), progress=False).fit()
+    r = run('aeft_train', '--preset', 'voc', '--voc_root', root, '--out', tmp_path/'run', '--epochs', '2', '--warmup', '1', '--progress', 'False',
+            '--opts', 'backbone=tiny width=8 image_size=64 batch_size=4 aeft_batch_size=8 freeze_bn=False device=cpu')
+    assert r.returncode == 0, r.stderr
+    assert all((tmp_path/'run'/f).stat().st_size > 0 for f in ('last.pt', 'log.jsonl', 'config.json', 'curves.png'))
+    log = [json.loads(l) for l in (tmp_path/'run'/'log.jsonl').read_text().splitlines()]
+    assert [r['phase'] for r in log if r['kind'] == 'epoch'] == ['warmup', 'aeft']
+    assert len([r for r in log if r['kind'] == 'step']) == 16//4 + 16//8     # train_aug of the fixture: 16 images
     r = run('aeft_cam', '--root', root, '--split', 'train_aug', '--ckpt', tmp_path/'run'/'last.pt', '--out', tmp_path/'seeds',
             '--scales', '0.5,1.0', '--progress', 'False')
     assert r.returncode == 0, r.stderr
@@ -35,6 +36,7 @@ def test_train_cam_eval_end_to_end(root, tmp_path):
     assert set(res['curves']) == {'train', 'train_aug-train'} and len(res['iou']) == 21
     assert 0 <= res['miou'] <= 1 and res['threshold'] in res['thresholds']
     assert (tmp_path/'eval'/'miou_vs_threshold.png').is_file()
+    assert len(list((tmp_path/'seeds').glob('*.npy'))) == 16
 
 def test_perfect_seeds_score_one(root, tmp_path):
     voc = voc_root(root)
