@@ -16,9 +16,10 @@ from torchvision.transforms.v2 import functional as TF
 from fastcore.script import call_parse, bool_arg
 from fastprogress.fastprogress import progress_bar
 from .gpp import CAMNet, TinyBackbone
-from .train import TrainConfig, build_model, make_config
+from .train import TrainConfig, build_model, make_config, IMAGENET_STATS
 from .weights import load_official_checkpoint
-from .voc import VOCDataset, VOC_CLASSES, IMAGENET_MEAN, IMAGENET_STD, load_image, voc_palette
+from .voc import VOCDataset, VOC_CLASSES, load_image
+from .shapes import voc_palette
 
 # %% ../nbs/13_cam.ipynb #c03d3d4b
 SCALES = (0.5, 1.0, 1.5, 2.0)
@@ -28,7 +29,7 @@ def to_input(img, scale=1.0):
     x = TF.pil_to_tensor(img) if isinstance(img, Image.Image) else img
     h, w = x.shape[-2:]
     if scale != 1: x = TF.resize(x, [max(1, round(h*scale)), max(1, round(w*scale))], interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
-    return TF.normalize(x.float()/255, IMAGENET_MEAN, IMAGENET_STD)
+    return TF.normalize(x.float()/255, *IMAGENET_STATS)
 
 # %% ../nbs/13_cam.ipynb #2317d9da
 def _inputs(images, scales, flip):
