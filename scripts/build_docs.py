@@ -132,7 +132,7 @@ def readme_text():
         opts, src = directives(c.source) if c.cell_type == 'code' else ({}, c.source)
         if 'hide' in opts or opts.get('include') == 'false' or not src.strip(): continue
         parts.append(src.strip() if c.cell_type == 'markdown' else f"```python\n{src.strip()}\n```")
-    return '\n\n'.join(parts) + '\n'
+    return '\n\n'.join(parts).replace('\n```\n\n```python\n', '\n\n') + '\n'   # consecutive code cells: one block
 
 if __name__ == '__main__':
     if sys.argv[1:] == ['--readme']: (get_config().config_path/'README.md').write_text(readme_text()); print('README.md written')

@@ -2,6 +2,8 @@
 # Every check, in order: library and notebooks in sync, every notebook runs, then pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# one torch thread per process: nbdev_test runs notebooks in parallel and several tests start processes of their own
+export OMP_NUM_THREADS=1
 scripts/check_sync.sh
 echo "== nbdev_test: every notebook"
 nbdev_test --do_print

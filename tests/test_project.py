@@ -49,3 +49,17 @@ def test_version_and_pins_agree():
 def test_ci_runs_the_readme_test_command():
     readme, ci = (ROOT/'README.md').read_text(), (ROOT/'.ci/run').read_text()
     assert 'make test' in readme.split('## Quick start')[1] and 'exec make test' in ci
+
+def test_no_notebook_cell_mixes_imports_with_other_code():
+    "nbdev's docs build executes every cell that imports something, so such cells must do nothing else"
+    import ast, json
+    ok = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef)
+    bad = []
+    for nb in sorted((ROOT/'nbs').glob('*.ipynb')):
+        for i, c in enumerate(json.loads(nb.read_text())['cells']):
+            src = ''.join(c['source'])
+            if c['cell_type'] != 'code' or src.startswith('#| export'): continue
+            tree = ast.parse('\n'.join(l for l in src.splitlines() if not l.lstrip().startswith(('%', '!'))))
+            if any(isinstance(n, (ast.Import, ast.ImportFrom)) for n in ast.walk(tree)) and \
+               any(not isinstance(n, ok) for n in tree.body): bad.append(f'{nb.name} cell {i}')
+    assert not bad, f'cells mixing imports with other code: {bad}'
