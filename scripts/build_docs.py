@@ -130,7 +130,7 @@ def readme_text():
     parts = []
     for c in nbformat.read(cfg.nbs_path/cfg.readme_nb, as_version=4).cells:
         opts, src = directives(c.source) if c.cell_type == 'code' else ({}, c.source)
-        if 'hide' in opts or opts.get('include') == 'false' or not src.strip(): continue
+        if 'hide' in opts or 'false' in (opts.get('include'), opts.get('echo')) or not src.strip(): continue   # README has no outputs
         parts.append(src.strip() if c.cell_type == 'markdown' else f"```python\n{src.strip()}\n```")
     return '\n\n'.join(parts).replace('\n```\n\n```python\n', '\n\n') + '\n'   # consecutive code cells: one block
 
