@@ -111,6 +111,7 @@ def build(dest=None):
         s, d = MATHJAX/part, tmp/'mathjax'/part
         if not s.exists(): sys.exit(f"MathJax not found at {s}: install Debian's libjs-mathjax (make docs does it)")
         shutil.copytree(s, d) if s.is_dir() else (d.parent.mkdir(parents=True, exist_ok=True), shutil.copy2(s, d))
+    if (cfg.nbs_path/'images').is_dir(): shutil.copytree(cfg.nbs_path/'images', tmp/'images')   # figures the notebooks link to
     (tmp/'site.css').write_text(CSS + HtmlFormatter().get_style_defs('.highlight'))
     for i, name in enumerate(order):
         body, title, desc = rendered[name]
