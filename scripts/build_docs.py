@@ -132,7 +132,8 @@ def readme_text():
     for c in nbformat.read(cfg.nbs_path/cfg.readme_nb, as_version=4).cells:
         opts, src = directives(c.source) if c.cell_type == 'code' else ({}, c.source)
         if 'hide' in opts or 'false' in (opts.get('include'), opts.get('echo')) or not src.strip(): continue   # README has no outputs
-        parts.append(src.strip() if c.cell_type == 'markdown' else f"```python\n{src.strip()}\n```")
+        md = src.strip().replace('](images/', f'](' + f'{cfg.nbs_path.name}/images/')   # README sits one folder up
+        parts.append(md if c.cell_type == 'markdown' else f"```python\n{src.strip()}\n```")
     return '\n\n'.join(parts).replace('\n```\n\n```python\n', '\n\n') + '\n'   # consecutive code cells: one block
 
 if __name__ == '__main__':
