@@ -7,6 +7,7 @@ __all__ = ['train_data', 'init_backbone', 'aeft_train']
 
 # %% ../nbs/15_voc_pipeline.ipynb #b7e2c9a1
 import os
+import torch.distributed as dist
 from fastcore.script import call_parse, bool_arg
 from .train import make_config, datasets, build_model, Learner, val_miou, plot_log, NonFiniteLoss
 from .weights import load_official_checkpoint
@@ -55,3 +56,4 @@ def aeft_train(
     if learn.main:
         plot_log(learn.log_path, learn.out/'curves.png')
         print(f'aeft_train: {cfg.epochs} epochs done; log, checkpoint and curves in {learn.out}')
+    if dist.is_initialized(): dist.destroy_process_group()   # a gloo group left at exit can abort the process

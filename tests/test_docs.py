@@ -46,21 +46,20 @@ def pages(): return sorted(p.name for p in SITE.glob('*.html'))
 def test_every_page_has_working_links_and_images(site, browser):
     names = pages()
     assert {'index.html', 'gpp.html'} <= set(names)
-    for name in names:
+    ids, links = {}, []
+    for name in names:                                   # one visit per page: images, MathJax errors, ids, links
         open_page(browser, site + name)
         imgs = browser.execute_script("return [...document.images].map(i => [i.src, i.complete && i.naturalWidth > 0])")
         assert all(ok for _, ok in imgs), f'{name}: broken images {[s[:80] for s, ok in imgs if not ok]}'
-        for href in browser.execute_script("return [...document.querySelectorAll('a[href]')].map(a => a.href)"):
-            u = urlparse(href)
-            if u.netloc != urlparse(site).netloc: continue
-            target = SITE/(u.path.lstrip('/') or 'index.html')
-            assert target.is_file(), f'{name}: broken link {href}'
-            if u.fragment:
-                open_page(browser, href)
-                assert browser.execute_script("return !!document.getElementById(arguments[0])", u.fragment), \
-                    f'{name}: link {href} points to a missing anchor'
-                open_page(browser, site + name)
         assert not browser.find_elements('css selector', '.MathJax_Error, merror'), f'{name}: MathJax error'
+        ids[name] = set(browser.execute_script("return [...document.querySelectorAll('[id]')].map(e => e.id)"))
+        links += [(name, h) for h in browser.execute_script("return [...document.querySelectorAll('a[href]')].map(a => a.href)")]
+    for name, href in links:
+        u = urlparse(href)
+        if u.netloc != urlparse(site).netloc: continue
+        target = u.path.lstrip('/') or 'index.html'
+        assert target in ids, f'{name}: broken link {href}'
+        assert not u.fragment or u.fragment in ids[target], f'{name}: link {href} points to a missing anchor'
 
 def test_gpp_equations_are_typeset_and_screenshots_saved(site, browser):
     shots = SITE/'screenshots'; shots.mkdir(exist_ok=True)

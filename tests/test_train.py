@@ -18,6 +18,7 @@ g = torch.Generator().manual_seed(0)
 ds = TensorDataset(torch.randn(128, 3, 32, 32, generator=g), (torch.rand(128, 6, generator=g) < p).float())
 cfg = TrainConfig.synthetic(**{**dict(epochs=epochs, warmup=2, image_size=32, width=8, batch_size=8, aeft_batch_size=16), **kw})
 Learner(build_model(cfg), ds, cfg, out, progress=False).fit(resume=True)
+if torch.distributed.is_initialized(): torch.distributed.destroy_process_group()   # else gloo can abort at exit
 '''
 
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}
