@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np, torch
 from fastcore.script import call_parse, bool_arg
 from fastprogress.fastprogress import progress_bar
-from .metrics import ThresholdSweep, choose_threshold, scatter_cams, default_thresholds
+from .metrics import ThresholdSweep, choose_threshold
 from .voc import VOC_CLASSES, voc_root, voc_splits, find_sbd, load_mask, atomic_write_text
 from .cam import load_seeds
 
@@ -41,9 +41,9 @@ def _add(sweep, seeds, voc, sbd, id, split):
     if gt is None: raise FileNotFoundError(f"image {id!r} has no ground-truth mask in {voc/'SegmentationClass'} or SBD")
     sd = load_seeds(f)
     keys = sorted(sd)
-    maps = torch.from_numpy(np.stack([sd[k] for k in keys]) if keys else np.zeros((0, *gt.shape), np.float32))
+    maps = np.stack([sd[k] for k in keys]) if keys else np.zeros((0, *gt.shape), np.float32)
     if maps.shape[1:] != gt.shape: raise ValueError(f"seed {f} is {tuple(maps.shape[1:])} but the mask of {id!r} is {gt.shape}")
-    sweep.update(scatter_cams(maps, keys, len(VOC_CLASSES)), torch.from_numpy(gt.astype(np.int64))[None])
+    sweep.update_image(keys, torch.from_numpy(maps), torch.from_numpy(gt))
 
 def seed_sweep(seeds, root, split='train', thresholds=None, sbd=None, progress=True):
     "A `ThresholdSweep` over the seed files `seeds/<id>.npy` of `split` against the ground-truth masks"

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['confusion', 'iou', 'miou', 'precision', 'recall', 'fg_confusion', 'scores', 'ConfusionMeter', 'cam_max',
-           'cam_to_pred', 'scatter_cams', 'default_thresholds', 'ThresholdSweep', 'choose_threshold']
+           'cam_to_pred', 'default_thresholds', 'ThresholdSweep', 'choose_threshold']
 
 # %% ../nbs/09_metrics.ipynb #20243c3e
 import math, torch
@@ -100,17 +100,18 @@ def cam_to_pred(cams, threshold, labels=None):
     m, a = cam_max(cams, labels)
     return torch.where(m >= threshold, a, 0)
 
-def scatter_cams(cams, classes, num_fg):
-    "Per-image CAMs (n, h, w) of the classes `classes` (n,) into a (1, num_fg, h, w) batch, -inf in the other channels"
-    if cams.ndim != 3 or len(cams) != len(classes): raise ValueError(f"`cams` must be (n, h, w) with n = len(classes) = {len(classes)}, got {tuple(cams.shape)}")
-    out = cams.new_full((1, num_fg, *cams.shape[1:]), -math.inf)
-    out[0, torch.as_tensor(classes, dtype=torch.long)] = cams
-    return out
-
 # %% ../nbs/09_metrics.ipynb #4ea807e9
 def default_thresholds():
     "The background thresholds swept for VOC: 0.01, 0.02, ..., 0.80"
     return torch.arange(1, 81, dtype=torch.float64)/100
+
+def _max_class(maps):
+    "Per pixel, the largest of `maps` (n, h, w) and its index (ties: the first), by running maxima: torch's max over a short leading dim is slow"
+    m, i = maps[0], torch.zeros(maps.shape[1:], dtype=torch.long)
+    for c in range(1, len(maps)):
+        up = maps[c] > m
+        m, i = torch.maximum(m, maps[c]), i + up*(c - i)
+    return m, i
 
 class ThresholdSweep:
     "Confusion matrices of CAM masks at every background threshold, accumulated batch by batch in one pass over the pixels"
@@ -120,7 +121,17 @@ class ThresholdSweep:
             raise ValueError(f"`thresholds` must be finite and strictly increasing, got {thresholds.tolist()[:10]}")
         if num_classes < 2: raise ValueError(f"`num_classes` (background included) must be at least 2, got {num_classes}")
         self.num_classes, self.thresholds, self.ignore = num_classes, thresholds, ignore
-        self.hist = torch.zeros(len(thresholds) + 1, num_classes, num_classes, dtype=torch.long)
+        self.hist = torch.zeros(len(thresholds) + 1, num_classes + 1, num_classes, dtype=torch.long)   # [k, gt (C: ignored), label]
+
+    def _add(self, m, a, gt):
+        "Bin pixels by the number k of thresholds their largest CAM `m` reaches, their ground truth `gt` and label `a` (1..C-1)"
+        C, g = self.num_classes, gt.reshape(-1).long()
+        ign = g == self.ignore
+        if (((g < 0) | (g >= C)) & ~ign).any():
+            raise ValueError(f"`gt` holds labels outside 0..{C - 1} and {self.ignore}: {g[((g < 0) | (g >= C)) & ~ign].unique().tolist()[:5]}")
+        k = torch.searchsorted(self.thresholds.to(m.dtype), m.reshape(-1).contiguous(), right=True)   # thresholds <= m
+        self.hist += torch.bincount((k*(C + 1) + g + ign*(C - self.ignore))*C + a.reshape(-1), minlength=self.hist.numel()).view(self.hist.shape)
+        return self
 
     def update(self, cams, gt, labels=None):
         "Add a batch: `cams` (B, K, h, w) at the resolution of `gt` (B, h, w), `labels` (B, K) selecting the classes"
@@ -128,18 +139,27 @@ class ThresholdSweep:
         if cams.shape[1] != C - 1: raise ValueError(f"`cams` has {cams.shape[1]} channels, expected num_classes - 1 = {C - 1}")
         m, a = cam_max(cams.detach().cpu(), None if labels is None else labels.cpu())
         if m.shape != gt.shape: raise ValueError(f"`cams` maps {tuple(m.shape)} and `gt` {tuple(gt.shape)} must have the same (B, h, w)")
-        gt = gt.cpu().reshape(-1).long(); keep = gt != self.ignore
-        if keep.any() and (gt[keep].min() < 0 or gt[keep].max() >= C): raise ValueError(f"`gt` holds labels outside 0..{C - 1} and {self.ignore}")
-        k = torch.searchsorted(self.thresholds.to(m.dtype), m.reshape(-1)[keep].contiguous(), right=True)   # thresholds <= m
-        self.hist += torch.bincount((k*C + gt[keep])*C + a.reshape(-1)[keep], minlength=self.hist.numel()).reshape(self.hist.shape)
-        return self
+        return self._add(m, a, gt.cpu())
+
+    def update_image(self, classes, maps, gt):
+        "Add one image from the maps (n, h, w) of its `classes` only (n indices in 0..C-2; ties go to the first) and its `gt` (h, w)"
+        classes = torch.as_tensor(classes, dtype=torch.long).flatten()
+        maps, gt = torch.as_tensor(maps), torch.as_tensor(gt)
+        if maps.ndim != 3 or len(maps) != len(classes) or maps.shape[1:] != gt.shape:
+            raise ValueError(f"`maps` must be (n, h, w) with n = len(classes) = {len(classes)} and (h, w) = `gt`'s {tuple(gt.shape)}, got {tuple(maps.shape)}")
+        if len(classes) and (classes.min() < 0 or classes.max() > self.num_classes - 2):
+            raise ValueError(f"`classes` must lie in 0..{self.num_classes - 2} (foreground classes), got {classes.tolist()}")
+        if maps.isnan().any(): raise ValueError("`maps` contains NaN")
+        if not len(classes): maps, classes = maps.new_full((1, *gt.shape), -math.inf), classes.new_zeros(1)   # no class: all background
+        m, i = _max_class(maps)
+        return self._add(m, classes[i] + 1, gt)
 
     @property
     def cms(self):
         "The (T, C, C) confusion matrices, one per threshold"
-        fg = self.hist.flip(0).cumsum(0).flip(0)[1:]          # pixels whose max CAM reaches t_j: predicted a + 1
-        cms = fg.clone()
-        cms[..., 0] += self.hist.cumsum(0)[:-1].sum(-1)       # the others: predicted background
+        h = self.hist[:, :-1]                                  # the ignored pixels' row left out
+        cms = h.flip(0).cumsum(0).flip(0)[1:].clone()          # pixels whose max CAM reaches t_j: predicted a + 1
+        cms[..., 0] += h.cumsum(0)[:-1].sum(-1)                # the others: predicted background
         return cms
 
     def mious(self): return miou(self.cms)

@@ -1,8 +1,7 @@
 "Metrics beyond the notebook's examples: the one-pass sweep against a per-threshold loop over many random cases."
 import json, math
 import pytest, torch
-from aeft.metrics import (ConfusionMeter, ThresholdSweep, cam_to_pred, choose_threshold, confusion, iou, miou,
-                          scatter_cams)
+from aeft.metrics import ConfusionMeter, ThresholdSweep, cam_to_pred, choose_threshold, confusion, iou, miou
 
 def loop_cms(cams, gt, labels, thresholds, C):
     return torch.stack([confusion(cam_to_pred(cams, t, labels), gt, C) for t in thresholds.to(cams.dtype)])
@@ -21,16 +20,33 @@ def test_sweep_equals_the_loop(seed, dtype):
     for i in range(B): sweep.update(cams[i:i+1], gt[i:i+1], labels[i:i+1])
     assert torch.equal(sweep.cms, loop_cms(cams, gt, labels, thr, K + 1))
 
-def test_per_image_cams_of_the_gt_classes():
-    "CAMs stored per image for its GT classes only give the same matrices as full CAMs with labels"
-    g = torch.Generator().manual_seed(0)
-    cams, gt = torch.rand(3, 4, 6, 6, generator=g), torch.randint(0, 5, (3, 6, 6), generator=g)
-    labels = torch.tensor([[1, 0, 1, 0], [0, 0, 0, 1], [1, 1, 1, 1]])
-    full, per_image = ThresholdSweep(5).update(cams, gt, labels), ThresholdSweep(5)
-    for i in range(3):
+@pytest.mark.parametrize('seed', range(4))
+def test_per_image_maps_of_the_gt_classes(seed):
+    "Maps stored per image for its GT classes only (`update_image`) give the matrices of full CAMs with labels, and of the loop"
+    g = torch.Generator().manual_seed(seed)
+    B, K, h, w = 4, 5, 7, 6
+    cams = (torch.randint(0, 30, (B, K, h, w), generator=g)/20).float()          # ties between classes and at thresholds
+    gt = torch.randint(0, K + 1, (B, h, w), generator=g).to(torch.uint8); gt[torch.rand(B, h, w, generator=g) < 0.2] = 255
+    labels = torch.rand(B, K, generator=g) < 0.5; labels[0] = False; labels[1] = True
+    thr = torch.arange(1, 16, dtype=torch.float64)/16
+    full, per_image = ThresholdSweep(K + 1, thr).update(cams, gt, labels), ThresholdSweep(K + 1, thr)
+    for i in range(B):
         cls = labels[i].nonzero()[:, 0]
-        per_image.update(scatter_cams(cams[i, cls], cls, 4), gt[i:i+1])
+        per_image.update_image(cls, cams[i, cls], gt[i])
     assert torch.equal(full.cms, per_image.cms)
+    assert torch.equal(per_image.cms, loop_cms(cams, gt, labels, thr, K + 1))
+    assert (per_image.cms.sum((1, 2)) == int((gt != 255).sum())).all()
+
+def test_update_image_by_hand():
+    "One 1x4 image, classes 3 and 1 given in that order (ties go to the first given), a 255 pixel, labels = class + 1"
+    maps = torch.tensor([[[0.2, 0.7, 0.9, 0.5]],     # class 3 (label 4)
+                         [[0.6, 0.7, 0.1, 0.4]]])    # class 1 (label 2)
+    gt = torch.tensor([[2, 4, 255, 0]])
+    sw = ThresholdSweep(5, [0.5]).update_image([3, 1], maps, gt)
+    # largest: 0.6 → 2, 0.7 (tie) → 4, ignored, 0.5 → 4; all reach 0.5
+    expect = torch.zeros(5, 5, dtype=torch.long); expect[2, 2] = expect[4, 4] = expect[0, 4] = 1
+    assert torch.equal(sw.cms[0], expect)
+    with pytest.raises(ValueError, match='`gt` holds labels outside 0..4 and 255: \\[9\\]'): sw.update_image([3, 1], maps, gt.clamp(max=9))
 
 def test_streaming_equals_one_shot_and_absent_classes_are_nan():
     g = torch.Generator().manual_seed(1)
