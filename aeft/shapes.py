@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['HUE_NAMES', 'SHAPES', 'SPLITS', 'ShapesConfig', 'class_colours', 'class_names', 'texture_images', 'ignore_band',
-           'make_shapes', 'voc_palette', 'mask_to_rgb', 'Shapes', 'split_seed', 'shapes_splits', 'to_voc']
+           'make_shapes', 'voc_palette', 'mask_to_rgb', 'Shapes', 'texture_pixels', 'split_seed', 'shapes_splits',
+           'to_voc']
 
 # %% ../nbs/08_shapes.ipynb #5839beaf
 import colorsys, math, shutil, tempfile, xml.etree.ElementTree as ET
@@ -30,7 +31,7 @@ class ShapesConfig:
     p_cooc: float = 0.8         # P(texture | its class is present)
     p_alone: float = 0.1        # P(texture | its class is absent)
     p_pair: float = 0.3         # P(a large and a small instance of one class), when `small`
-    linked_cue: float = 1.0     # saturation of the linked classes' caps (below 1: the object is a weaker cue than its texture)
+    linked_cue: float = 0.3     # saturation of the linked classes' caps (below 1: the object is a weaker cue than its texture)
     body_tint: float = 0.15     # share of the class colour in the body's colour (0: bodies carry no class cue)
     body_jitter: float = 0.1    # std of the random per-object shift of the body's colour
     part_radius: float = 0.55   # radius of the discriminative cap, in object radii, around the object's tip
@@ -213,6 +214,15 @@ class Shapes(Dataset):
     def __len__(self): return self.n
     def __getitem__(self, i): return self.images[i].float()/255, self.labels[i], self.masks[i].long(), self.parts[i].long()
     def __repr__(self): return f'Shapes(n={self.n}, seed={self.seed}, {self.cfg})'
+
+# %% ../nbs/08_shapes.ipynb #967dd71a
+def texture_pixels(ds, tol=0.15):
+    "(N, H, W) bool: the background pixels of each image of `Shapes` `ds` that show its linked class's texture"
+    tex, linked = texture_images(ds.cfg), list(ds.cfg.linked)
+    img, out = ds.images.float()/255, torch.zeros_like(ds.masks, dtype=torch.bool)
+    for i in (ds.textures >= 0).nonzero()[:, 0]:
+        out[i] = ((img[i] - tex[linked.index(int(ds.textures[i]))]).abs().amax(0) < tol) & (ds.masks[i] == 0)
+    return out
 
 # %% ../nbs/08_shapes.ipynb #11157bd8
 SPLITS = ('train', 'val', 'test')
