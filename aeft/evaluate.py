@@ -13,7 +13,8 @@ import numpy as np, torch
 from fastcore.script import call_parse, bool_arg
 from fastprogress.fastprogress import progress_bar
 from .metrics import ThresholdSweep, choose_threshold
-from .voc import VOC_CLASSES, voc_root, voc_splits, find_sbd, load_mask, atomic_write_text
+from .weights import atomic_write
+from .voc import VOC_CLASSES, voc_root, voc_splits, find_sbd, load_mask
 from .cam import load_seeds
 
 # %% ../nbs/14_evaluate.ipynb #e671d6ea
@@ -114,7 +115,7 @@ def aeft_eval(
     except (ValueError, FileNotFoundError) as e: raise SystemExit(f'aeft_eval: {e}')
     res.update(seeds=str(seeds), seconds=time.time() - t0)
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out/'seed_eval.json', json.dumps(res, indent=1))
+    atomic_write(out/'seed_eval.json', lambda f: f.write(json.dumps(res, indent=1).encode()))
     plot_curves(res, out/'miou_vs_threshold.png')
     print(format_table(res))
     print(f"aeft_eval: swept {len(ts)} thresholds ({ts[0]:.2f}–{ts[-1]:.2f}) in {res['seconds']:.1f}s; {out/'seed_eval.json'}, {out/'miou_vs_threshold.png'}")

@@ -11,6 +11,7 @@ __all__ = ['BACKBONES', 'IMAGENET_STATS', 'METHODS', 'TrainConfig', 'build_model
 # %% ../nbs/10_train.ipynb #6f89e383
 import json, os, random, time
 from dataclasses import dataclass, field, asdict, fields, replace
+from functools import partial
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 import torch.distributed as dist
@@ -20,7 +21,7 @@ from fastcore.script import call_parse, bool_arg
 from fastprogress.fastprogress import master_bar, progress_bar
 from .gpp import CAMNet, TinyBackbone
 from .backbones import resnet38d_cam, resnet50_cam
-from .weights import atomic_save
+from .weights import atomic_write
 from .optim import SETTINGS, make_optimizer
 from .step import AEFTConfig, aeft_step
 from .shapes import Shapes, ShapesConfig, split_seed
@@ -251,9 +252,9 @@ class Learner:
         if self.world > 1: dist.all_gather_object(rngs, rng_state())
         else: rngs = [rng_state()]
         if self.main:
-            atomic_save(dict(model=self.model.state_dict(), opt=self.opt.state_dict(), sched=self.sched.state_dict(),
-                             epoch=self.epoch, step=self.step, rng=rngs, config=asdict(self.cfg),
-                             log_bytes=self.log_path.stat().st_size), self.ckpt)
+            atomic_write(self.ckpt, partial(torch.save, dict(model=self.model.state_dict(), opt=self.opt.state_dict(), sched=self.sched.state_dict(),
+                                                             epoch=self.epoch, step=self.step, rng=rngs, config=asdict(self.cfg),
+                                                             log_bytes=self.log_path.stat().st_size)))
 
     def load(self):
         "Restore everything `save` wrote and cut the log back to where it was"

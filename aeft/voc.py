@@ -4,12 +4,11 @@
 
 # %% auto #0
 __all__ = ['VOC_CLASSES', 'KNOWN_SIZES', 'IGNORE', 'LAYOUT', 'voc_root', 'find_sbd', 'read_ids', 'sbd_ids', 'voc_splits',
-           'save_mask', 'write_tiny_voc', 'labels_from_mask', 'labels_from_xml', 'load_mask', 'atomic_write_text',
-           'image_labels', 'load_image', 'RandomLongSide', 'normalize', 'train_transform', 'VOCDataset',
-           'voc_train_dataset']
+           'save_mask', 'write_tiny_voc', 'labels_from_mask', 'labels_from_xml', 'load_mask', 'image_labels',
+           'load_image', 'RandomLongSide', 'normalize', 'train_transform', 'VOCDataset', 'voc_train_dataset']
 
 # %% ../nbs/12_voc.ipynb #df8f9ff8
-import json, os, shutil, warnings
+import json, shutil, warnings
 from pathlib import Path
 import numpy as np, torch
 from PIL import Image
@@ -20,6 +19,7 @@ from torchvision.transforms.v2 import functional as TF
 from torchvision.datasets import SBDataset, VOCDetection
 from fastprogress.fastprogress import progress_bar
 from .shapes import voc_palette
+from .weights import atomic_write
 from .train import IMAGENET_STATS
 
 # %% ../nbs/12_voc.ipynb #7c84cec6
@@ -181,12 +181,6 @@ def load_mask(voc, id, sbd=None):
     return None, None
 
 # %% ../nbs/12_voc.ipynb #b6354318
-def atomic_write_text(path, text):
-    "Write `text` to a temporary file beside `path` and rename it over `path`"
-    path = Path(path); tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    with open(tmp, 'w') as f: f.write(text); f.flush(); os.fsync(f.fileno())
-    os.replace(tmp, path)
-
 def image_labels(root, ids, sbd=None, cache='aeft_labels.json', progress=True):
     "{id: sorted class indices} from masks (XML where none), cached in `VOC2012/cache` and reused"
     voc = voc_root(root); sbd = find_sbd(voc, sbd)
@@ -201,7 +195,7 @@ def image_labels(root, ids, sbd=None, cache='aeft_labels.json', progress=True):
                 if not xml.is_file(): raise FileNotFoundError(f"image {id!r} has no mask and no annotation {xml}\n{LAYOUT}")
                 stored[id] = dict(labels=labels_from_xml(xml), source='xml')
             else: stored[id] = dict(labels=labels_from_mask(mask), source=src)
-        atomic_write_text(path, json.dumps(stored))
+        atomic_write(path, lambda f: f.write(json.dumps(stored).encode()))
     return {i: stored[i]['labels'] for i in ids}
 
 # %% ../nbs/12_voc.ipynb #fb4c5ec0

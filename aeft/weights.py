@@ -5,10 +5,11 @@
 # %% auto #0
 __all__ = ['LoadReport', 'LIST_MAGIC', 'V1_MAGIC', 'V2_MAGIC', 'MX_DTYPES', 'read_state_dict', 'official_state_dict',
            'load_official_checkpoint', 'load_mxnet_params', 'save_mxnet_params', 'mxnet_key', 'resnet38d_shapes',
-           'mxnet_state_dict', 'atomic_save', 'aeft_convert_mxnet']
+           'mxnet_state_dict', 'atomic_write', 'aeft_convert_mxnet']
 
 # %% ../nbs/03_weights.ipynb #f8fdd1fb
-import os, re, tempfile, numpy as np, torch
+import os, re, uuid, numpy as np, torch
+from functools import partial
 from collections import namedtuple
 from pathlib import Path
 from fastcore.script import call_parse
@@ -153,25 +154,27 @@ def mxnet_state_dict(params, shapes=None):
         sd[k] = torch.from_numpy(np.ascontiguousarray(a, np.float32))
     return sd
 
-# %% ../nbs/03_weights.ipynb #133a558b
-def atomic_save(obj, path):
-    "`torch.save` `obj` to a temporary file next to `path` and rename it over `path`: never a half-written file"
+# %% ../nbs/03_weights.ipynb #5c5ed789
+def atomic_write(path, write):
+    "Write `path` by calling `write(f)` on a temporary binary file beside it, synced to disk and renamed over `path`"
     path = Path(path)
     if not path.parent.is_dir(): raise FileNotFoundError(f"folder {str(path.parent)!r} of {str(path)!r} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    tmp = path.with_name(f'.{path.name}.{uuid.uuid4().hex[:8]}.tmp')
     try:
-        with os.fdopen(fd, 'wb') as f: torch.save(obj, f); f.flush(); os.fsync(f.fileno())
+        with open(tmp, 'xb') as f: write(f); f.flush(); os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True); raise
+        tmp.unlink(missing_ok=True); raise
+    return path
 
+# %% ../nbs/03_weights.ipynb #133a558b
 @call_parse
 def aeft_convert_mxnet(src:str, # MXNet ResNet-38d parameters (e.g. resnet_38d.params)
                        dst:str): # the torch state dict to write (e.g. resnet_38d.pth)
     "Convert MXNet ResNet-38d ImageNet weights to a torch state dict for `aeft.backbones.ResNet38d`"
     try:
         sd = mxnet_state_dict(load_mxnet_params(src))
-        atomic_save(sd, dst)
+        atomic_write(dst, partial(torch.save, sd))
     except (OSError, ValueError) as e: raise SystemExit(f"aeft_convert_mxnet: {e}")
     missing = [k for k in resnet38d_shapes() if k not in sd and not k.endswith('num_batches_tracked')]
     print(f"wrote {len(sd)} tensors to {dst}" + (f"; {len(missing)} ResNet-38d keys were not in {src}: {missing[:5]}" if missing else ''))

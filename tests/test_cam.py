@@ -5,9 +5,9 @@ from pathlib import Path
 import numpy as np, pytest, torch
 from PIL import Image
 from aeft.gpp import CAMNet, TinyBackbone
-from aeft.train import atomic_save, build_model, make_config
+from aeft.train import build_model, make_config
 from aeft.voc import write_tiny_voc, VOCDataset
-from aeft.cam import multiscale_cams, load_seeds, aeft_cam
+from aeft.cam import multiscale_cams, load_seeds, save_seeds, irn_strided, aeft_cam
 
 pytestmark = pytest.mark.filterwarnings('ignore:VOC split')
 BIN = Path(sys.executable).parent
@@ -20,17 +20,17 @@ def setup(tmp_path_factory):
     t = tmp_path_factory.mktemp('cam')
     root = write_tiny_voc(t/'data', sbd='png')
     cfg = make_config('voc', backbone='tiny', width=8, opts='device=cpu')
-    atomic_save(dict(model=build_model(cfg).state_dict(), config=asdict(cfg)), t/'last.pt')
+    torch.save(dict(model=build_model(cfg).state_dict(), config=asdict(cfg)), t/'last.pt')
     return t, root
 
-@pytest.mark.parametrize('max_batch', [1, 3, 16])
-def test_batched_equals_loop(max_batch):
+@pytest.mark.parametrize('max_batch, max_pixels', [(1, None), (3, None), (16, None), (16, 2*33*47), (16, 10**9)])
+def test_batched_equals_loop(max_batch, max_pixels):
     torch.manual_seed(0)
     net = CAMNet(TinyBackbone(8), 20, head='gpp').eval()
     rng = np.random.default_rng(0)
     imgs = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in [(33, 47), (47, 33), (33, 47), (20, 21)]]
     loop, ll = multiscale_cams(net, imgs, batched=False)
-    batch, bl = multiscale_cams(net, imgs, max_batch=max_batch)
+    batch, bl = multiscale_cams(net, imgs, max_batch=max_batch, max_pixels=max_pixels)
     for a, b, im in zip(loop, batch, imgs):
         assert a.shape == b.shape == (20, im.height, im.width)
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
@@ -54,9 +54,11 @@ def test_aeft_cam_end_to_end(setup):
     assert run('aeft_cam', '--root', root, '--ckpt', t/'last.pt', '--out', t/'irn', '--layout', 'irn',
                '--scales', '1.0', '--flip', 'False', '--progress', 'False').returncode == 0
     d = np.load(t/'irn'/f'{ds.ids[0]}.npy', allow_pickle=True).item()
-    assert sorted(d) == ['high_res', 'keys']
+    assert sorted(d) == ['cam', 'high_res', 'keys']
     psa = load_seeds(t/'psa'/f'{ds.ids[0]}.npy')
-    assert d['keys'].tolist() == sorted(psa) and d['high_res'].shape == (len(psa), *psa[d['keys'][0]].shape)
+    h, w = psa[d['keys'][0]].shape
+    assert d['keys'].tolist() == sorted(psa) and d['high_res'].shape == (len(psa), h, w)
+    assert tuple(d['cam'].shape) == (len(psa), -(-h//4), -(-w//4))
 
 def test_unlabelled_folder(setup):
     t, root = setup
@@ -77,3 +79,25 @@ def test_errors(setup, tmp_path):
     bad = tmp_path/'imgs'; bad.mkdir(); (bad/'broken.jpg').write_bytes(b'\xff\xd8 not really')
     m = message(images=str(bad), ckpt=str(t/'last.pt'))
     assert 'cannot read image' in m and 'broken.jpg' in m
+
+@pytest.mark.parametrize('h, w', [(1, 1), (3, 7), (8, 12), (37, 53)])
+def test_irn_layout(tmp_path, h, w):
+    "IRN's make_cam layout: keys (0-based, sorted), high_res (n, H, W), cam at stride 4 (ceil(H/4), ceil(W/4)), max-normalised"
+    rng = np.random.default_rng(h*w)
+    seeds = {k: rng.random((h, w), dtype=np.float32) for k in (14, 2, 7)}
+    save_seeds(seeds, tmp_path/'a.npy', 'irn')
+    d = np.load(tmp_path/'a.npy', allow_pickle=True).item()
+    assert sorted(d) == ['cam', 'high_res', 'keys'] and d['keys'].dtype == np.int64 and d['keys'].tolist() == [2, 7, 14]
+    assert d['high_res'].shape == (3, h, w) and d['high_res'].dtype == np.float32
+    assert isinstance(d['cam'], torch.Tensor) and d['cam'].shape == (3, -(-h//4), -(-w//4))   # a tensor, as IRN's steps read it
+    for i, k in enumerate([2, 7, 14]):
+        np.testing.assert_array_equal(d['high_res'][i], seeds[k])
+        # the strided map by hand: each 4x4 block's mean (edge blocks: the pixels they have), then / (max + 1e-5)
+        blocks = np.array([[seeds[k][4*r:4*r + 4, 4*c:4*c + 4].mean() for c in range(-(-w//4))] for r in range(-(-h//4))])
+        np.testing.assert_allclose(d['cam'][i].numpy(), blocks/(blocks.max() + 1e-5), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(d['cam'], irn_strided(d['high_res']))
+    back = load_seeds(tmp_path/'a.npy')
+    assert list(back) == [2, 7, 14] and all((back[k] == seeds[k]).all() for k in seeds)
+    save_seeds({}, tmp_path/'empty.npy', 'irn')                  # an image without classes round-trips to no seeds
+    assert load_seeds(tmp_path/'empty.npy') == {}
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith('.')] == []

@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np, pytest, torch, torch.nn.functional as F
 from aeft.backbones import resnet38d_cam
 from aeft.weights import (load_official_checkpoint, official_state_dict, load_mxnet_params, save_mxnet_params,
-                          mxnet_state_dict, LoadReport)
+                          mxnet_state_dict, LoadReport, atomic_write)
 
 ROOT = Path(__file__).resolve().parents[1]
 TSV = ROOT/'nbs/reference/official_resnet38d_gpp_state_dict.tsv'
@@ -181,3 +181,31 @@ def test_converter_end_to_end_and_atomic(tmp_path):
     r = convert(tmp_path/'r.params', tmp_path/'no_such_dir'/'r.pth')
     assert r.returncode == 1 and 'does not exist' in r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ['bad.params', 'r.params', 'r.pth']  # no temporary files left
+
+# --- the one atomic writer ------------------------------------------------------------------------------------
+@pytest.mark.parametrize('interrupt', [RuntimeError('disk full'), KeyboardInterrupt()])
+def test_interrupted_write_keeps_the_previous_file_and_no_temporary(tmp_path, interrupt):
+    atomic_write(tmp_path/'ck.pt', lambda f: torch.save({'step': 1}, f))
+    def torn(f):
+        f.write(b'\x80\x02 the first bytes of a pickle'); f.flush()
+        assert [p.name for p in tmp_path.iterdir() if p.name.startswith('.ck.pt.')]   # the bytes go to a temporary beside it
+        raise interrupt
+    with pytest.raises(type(interrupt)): atomic_write(tmp_path/'ck.pt', torn)
+    assert torch.load(tmp_path/'ck.pt') == {'step': 1}
+    assert [p.name for p in tmp_path.iterdir()] == ['ck.pt']
+
+def test_sigkill_while_writing_keeps_the_previous_file(tmp_path):
+    "A process killed outright cannot clean up: the previous file survives intact, and only a hidden temporary is left"
+    atomic_write(tmp_path/'big.bin', lambda f: f.write(b'old'))
+    code = ("import time, sys; from aeft.weights import atomic_write\n"
+            "def slow(f):\n    f.write(b'new' * 1000); f.flush(); print('writing', flush=True); time.sleep(60)\n"
+            f"atomic_write({str(tmp_path/'big.bin')!r}, slow)")
+    p = subprocess.Popen([sys.executable, '-c', code], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == 'writing'
+    p.kill(); p.wait()
+    assert (tmp_path/'big.bin').read_bytes() == b'old'
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left[-1] == 'big.bin' and all(n.startswith('.big.bin.') and n.endswith('.tmp') for n in left[:-1]) and len(left) == 2
+
+def test_atomic_write_refuses_a_missing_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match='does not exist'): atomic_write(tmp_path/'no'/'f.json', lambda f: f.write(b'{}'))
