@@ -145,7 +145,7 @@ class ImageFolder:
     def image(self, i): return load_image(self.files[i])
 
 def infer_seeds(model, ds, out, scales=SCALES, flip=True, layout='psa', overlays=False, predict=False,
-                images_per_batch=4, max_batch=16, progress=True):
+                images_per_batch=4, max_batch=16, max_pixels=None, progress=True):
     "Seeds of every image of `ds` in `out` (.npy per id; overlays in `out/overlay`); returns the number written"
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     if overlays: (out/'overlay').mkdir(exist_ok=True)
@@ -154,7 +154,7 @@ def infer_seeds(model, ds, out, scales=SCALES, flip=True, layout='psa', overlays
     chunks = [todo[j:j + images_per_batch] for j in range(0, len(todo), images_per_batch)]
     for chunk in progress_bar(chunks, leave=False) if progress else chunks:
         imgs = [ds.image(i) for i in chunk]
-        sums, logits = multiscale_cams(model, imgs, scales, flip, max_batch=max_batch)
+        sums, logits = multiscale_cams(model, imgs, scales, flip, max_batch=max_batch, max_pixels=max_pixels)
         for i, img, s, l in zip(chunk, imgs, sums, logits):
             seeds = seed_maps(s, labels[ds.ids[i]] if labels is not None else predicted_classes(l))
             save_seeds(seeds, out/f'{ds.ids[i]}.npy', layout)
@@ -178,6 +178,7 @@ def aeft_cam(
     overlays:bool=False,       # also write overlay PNGs
     images_per_batch:int=4,    # images whose inputs are grouped into batches together
     max_batch:int=16,          # largest batch of one forward
+    max_pixels:int=None,       # most input pixels in one batch (default: CPU_BATCH_PIXELS on a CPU, no limit on a GPU)
     device:str='auto',         # 'auto', 'cpu' or 'cuda'
     progress:bool_arg=True,    # progress bar
 ):
@@ -188,6 +189,6 @@ def aeft_cam(
         ds = ImageFolder(images) if images else VOCDataset(root or os.environ.get('AEFT_VOC_ROOT'), split, sbd, verbose=True)
         t = time.time()
         n = infer_seeds(model, ds, out, tuple(float(s) for s in scales.split(',')), flip, layout, overlays, predict,
-                        images_per_batch, max_batch, progress)
+                        images_per_batch, max_batch, max_pixels, progress)
     except (ValueError, FileNotFoundError) as e: raise SystemExit(f'aeft_cam: {e}')
     print(f'aeft_cam: {n} seed files written to {out} ({len(ds) - n} already there) in {time.time() - t:.1f}s')
