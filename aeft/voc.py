@@ -168,16 +168,16 @@ def _sbd_reader(sbd):
     ds = SBDataset.__new__(SBDataset)  # only its .mat reader: the constructor insists on one split list
     from scipy.io import loadmat
     ds._loadmat = loadmat
-    return lambda id: np.asarray(ds._get_segmentation_target(str(sbd/'cls'/f'{id}.mat')))
+    return lambda id: np.array(ds._get_segmentation_target(str(sbd/'cls'/f'{id}.mat')))
 
 def load_mask(voc, id, sbd=None):
     "The mask of `id` (VOC's SegmentationClass, else SBD) as a uint8 array and where it came from, or (None, None)"
     p = Path(voc)/'SegmentationClass'/f'{id}.png'
-    if p.is_file(): return np.asarray(Image.open(p)), 'SegmentationClass'
+    if p.is_file(): return np.array(Image.open(p)), 'SegmentationClass'
     if sbd is not None:
         if (sbd/'cls').is_dir():
             if (sbd/'cls'/f'{id}.mat').is_file(): return _sbd_reader(sbd)(id), 'SBD'
-        elif (sbd/f'{id}.png').is_file(): return np.asarray(Image.open(sbd/f'{id}.png')), 'SegmentationClassAug'
+        elif (sbd/f'{id}.png').is_file(): return np.array(Image.open(sbd/f'{id}.png')), 'SegmentationClassAug'
     return None, None
 
 # %% ../nbs/12_voc.ipynb #b6354318
