@@ -13,7 +13,7 @@ from nbconvert.filters import markdown2html
 from pygments.formatters import HtmlFormatter
 from nbdev.config import get_config
 from nbdev.doclinks import _build_modidx
-from nbdev.quarto import refresh_quarto_yml, nbdev_sidebar
+from nbdev.quarto import refresh_quarto_yml
 from nbdev.serve import proc_nbs
 
 MATHJAX = Path('/usr/share/javascript/mathjax')
@@ -30,7 +30,7 @@ MathJax.Hub.Config({{tex2jax: {{inlineMath: [['$','$'], ['\\\\(','\\\\)']], proc
 </script>
 <script src="mathjax/MathJax.js?config=TeX-AMS_CHTML"></script>
 </head><body>
-<nav class="sidebar"><a class="site" href="index.html">{site}</a><ol>{nav}</ol></nav>
+<nav class="sidebar"><a class="site" href="index.html">{site}</a><ul>{nav}</ul></nav>
 <main><header><h1 class="title">{title}</h1><p class="description">{description}</p></header>
 {body}
 <footer>{prev} {next}</footer></main>
@@ -40,8 +40,9 @@ CSS = """body{margin:0;font:16px/1.6 system-ui,-apple-system,'Segoe UI',sans-ser
 .sidebar{position:sticky;top:0;height:100vh;overflow:auto;width:16rem;flex:none;padding:1.5rem 1rem;
  background:#f6f8fa;border-right:1px solid #dee2e6;box-sizing:border-box}
 .sidebar .site{font-weight:700;font-size:1.3rem;color:#2c3e50;text-decoration:none}
-.sidebar ol{padding-left:1.2rem}.sidebar li{margin:.35rem 0}.sidebar a{color:#2780e3;text-decoration:none}
+.sidebar ul{list-style:none;padding-left:0}.sidebar li{margin:.35rem 0 .35rem .8rem}.sidebar a{color:#2780e3;text-decoration:none}
 .sidebar li.current a{font-weight:700;color:#212529}
+.sidebar li.section{margin:1rem 0 .3rem;font-size:.8rem;font-weight:600;text-transform:uppercase;letter-spacing:.04em;color:#6c757d}
 .anchor-link{visibility:hidden;text-decoration:none;margin-left:.3rem}h1:hover .anchor-link,h2:hover .anchor-link,h3:hover .anchor-link{visibility:visible}
 main{max-width:56rem;padding:1.5rem 2.5rem;min-width:0}
 h1.title{margin-bottom:.2rem}.description{color:#6c757d;font-size:1.1rem;margin-top:0}
@@ -89,13 +90,30 @@ def render(src, pages, exporter, site_url):
     body = re.sub(r'href="((?!https?:)[^"#]*)#([^"]+)"', lambda m: f'href="{m[1]}#{m[2].lower()}"', body)
     return body, front.get('title', src.stem), front.get('description', '')
 
+def sidebar(path):
+    "The pages of the hand-written sidebar.yml at `path` in reading order, each as (section or None, notebook)"
+    out = []
+    for item in yaml.safe_load(Path(path).read_text())['website']['sidebar']['contents']:
+        out += [(item['section'], n) for n in item['contents']] if isinstance(item, dict) else [(None, item)]
+    return out
+
+def nav_html(toc, pages, titles, current):
+    "The sidebar's list: each section's title, then its pages; the current page marked"
+    out, last = [], None
+    for section, n in toc:
+        if section and section != last: out.append(f'<li class=section>{html.escape(section)}</li>')
+        last = section
+        out.append(f'<li{" class=current" if n == current else ""}><a href="{pages[n]}">{html.escape(titles[n])}</a></li>')
+    return ''.join(out)
+
 def build(dest=None):
     "Build the static site into `dest` and return its folder"
     cfg = get_config()
     dest = Path(dest or cfg.config_path/cfg.doc_path)
-    refresh_quarto_yml(); _build_modidx(); nbdev_sidebar.__wrapped__()
+    refresh_quarto_yml(); _build_modidx()
     proc = proc_nbs(force=True)
-    order = yaml.safe_load((cfg.nbs_path/'sidebar.yml').read_text())['website']['sidebar']['contents']
+    toc = sidebar(cfg.nbs_path/'sidebar.yml')
+    order = [n for _, n in toc]
     pages = {name: ('index.html' if name == cfg.readme_nb else None) for name in order}
     for name in order:    # the page name nbdev gives each notebook (`output-file`), so its doc links resolve
         if pages[name] is None:
@@ -115,8 +133,7 @@ def build(dest=None):
     (tmp/'site.css').write_text(CSS + HtmlFormatter().get_style_defs('.highlight'))
     for i, name in enumerate(order):
         body, title, desc = rendered[name]
-        nav = ''.join(f'<li{" class=current" if n == name else ""}><a href="{pages[n]}">{html.escape(rendered[n][1])}</a></li>'
-                      for n in order)
+        nav = nav_html(toc, pages, {n: rendered[n][1] for n in order}, name)
         link = lambda j, arrow: (f'<a href="{pages[order[j]]}">{arrow} {html.escape(rendered[order[j]][1])}</a>'
                                  if 0 <= j < len(order) else '<span></span>')
         (tmp/pages[name]).write_text(PAGE.format(title=html.escape(title), site=html.escape(cfg.title), nav=nav,

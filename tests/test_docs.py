@@ -74,9 +74,28 @@ def test_gpp_equations_are_typeset_and_screenshots_saved(site, browser):
     browser.save_screenshot(str(shots/'gpp.png'))
     assert (shots/'index.png').stat().st_size > 10_000 and (shots/'gpp.png').stat().st_size > 10_000
 
+def build_docs():
+    "scripts/build_docs.py as a module"
+    spec = importlib.util.spec_from_file_location('build_docs', ROOT/'scripts/build_docs.py')
+    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+    return mod
+
+BOOK = ["GAP's failure modes", 'Gated Pyramid Pooling', 'Backbones and weights', 'Erasing', 'Triplet', 'Training',
+        'CAMs and metrics', 'The benchmark study', 'The VOC pipeline']
+
+def test_sidebar_reads_as_the_book(site, browser):
+    "nbs/sidebar.yml holds every notebook once, numbered in reading order, in the story's sections, and the pages show them"
+    toc = build_docs().sidebar(ROOT/'nbs/sidebar.yml')
+    names = [n for _, n in toc]
+    assert sorted(names) == sorted(p.name for p in (ROOT/'nbs').glob('*.ipynb')), 'nbs/sidebar.yml must list every notebook once'
+    assert names[0] == 'index.ipynb' and names[1:] == sorted(names[1:]), 'notebook numbers must follow the sidebar order'
+    assert list(dict.fromkeys(s for s, _ in toc if s)) == BOOK
+    open_page(browser, site + 'benchmark.html')
+    shown = browser.execute_script("return [...document.querySelectorAll('.sidebar li.section')].map(e => e.textContent)")
+    assert shown == BOOK
+    assert browser.execute_script("return document.querySelector('.sidebar li.current').textContent") == 'The benchmark study'
+
 def test_readme_is_the_home_page(monkeypatch):
     "README.md is what `make readme` writes from nbs/index.ipynb, so the two cannot drift apart"
-    spec = importlib.util.spec_from_file_location('build_docs', ROOT/'scripts/build_docs.py')
-    build_docs = importlib.util.module_from_spec(spec); spec.loader.exec_module(build_docs)
     monkeypatch.chdir(ROOT)
-    assert (ROOT/'README.md').read_text() == build_docs.readme_text(), 'README.md differs from nbs/index.ipynb: run `make readme`'
+    assert (ROOT/'README.md').read_text() == build_docs().readme_text(), 'README.md differs from nbs/index.ipynb: run `make readme`'
