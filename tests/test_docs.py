@@ -64,6 +64,8 @@ def test_every_page_has_working_links_and_images(site, browser):
 def test_gpp_equations_are_typeset_and_screenshots_saved(site, browser):
     shots = SITE/'screenshots'; shots.mkdir(exist_ok=True)
     open_page(browser, site + 'index.html')
+    assert browser.execute_script("return [...document.images].some(i => i.src.endsWith('images/demo_cams.png') && i.naturalWidth > 0)"), \
+        'the home page must open with the demo figure'
     browser.save_screenshot(str(shots/'index.png'))
     open_page(browser, site + 'gpp.html')
     n = browser.execute_script("return document.querySelectorAll('.MathJax_CHTML').length")
