@@ -8,16 +8,15 @@ __all__ = ['SPECS', 'BUDGET', 'METRICS', 'LOWER_BETTER', 'spec_config', 'spec_mo
 
 # %% ../nbs/13_benchmark.ipynb #c626e610
 import json, time
+from dataclasses import asdict
 from pathlib import Path
 import torch, torch.nn.functional as F
 from torch.utils.data import DataLoader
 from .gpp import CAMNet, TinyBackbone
 from .step import AEFTConfig
-from dataclasses import asdict
 from .shapes import Shapes, ShapesConfig, split_seed, texture_pixels, ignore_band
-from .erasing import max_norm
 from .metrics import cam_to_pred, choose_threshold
-from .train import TrainConfig, Learner, Normalized, datasets, cam_sweep
+from .train import TrainConfig, Learner, Normalized, datasets, cam_sweep, image_cams
 
 # %% ../nbs/13_benchmark.ipynb #b6723448
 SPECS = {  # name: (question it answers, switches); the order is the order of importance the sweep runs in
@@ -65,8 +64,7 @@ def region_scores(model, raw, threshold, batch_size=100):
     model.eval()
     with torch.no_grad():
         for i, (x, y, mask, part) in enumerate(DataLoader(Normalized(raw), batch_size)):
-            cam = max_norm(F.interpolate(model(x)[0].float(), size=x.shape[-2:], mode='bilinear', align_corners=False))
-            pred = cam_to_pred(cam, threshold, y)
+            pred = cam_to_pred(image_cams(model(x)[0], x.shape[-2:]), threshold, y)
             rows = slice(i*batch_size, i*batch_size + len(x))
             for k, where in regions.items():
                 good = (pred == mask) if k.endswith('recall') else (pred > 0)

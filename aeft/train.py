@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['BACKBONES', 'IMAGENET_STATS', 'METHODS', 'TrainConfig', 'build_model', 'freeze_bn', 'max_steps', 'world',
            'epoch_loader', 'bce_step', 'train_steps', 'rng_state', 'set_rng_state', 'NonFiniteLoss', 'pick_device',
-           'init_distributed', 'to_device', 'Learner', 'read_log', 'plot_log', 'Normalized', 'datasets', 'cam_sweep',
-           'val_miou', 'make_config', 'demo_table', 'aeft_demo']
+           'init_distributed', 'to_device', 'Learner', 'read_log', 'plot_log', 'Normalized', 'datasets', 'image_cams',
+           'cam_sweep', 'val_miou', 'make_config', 'demo_table', 'aeft_demo']
 
 # %% ../nbs/09_train.ipynb #6f89e383
 import json, os, random, time
@@ -319,6 +319,11 @@ def datasets(cfg):
     scfg = ShapesConfig(size=cfg.image_size, num_classes=cfg.num_classes)
     return tuple(Normalized(Shapes(n, split_seed(cfg.data_seed, s), scfg)) for s, n in (('train', cfg.n_train), ('val', cfg.n_val)))
 
+# %% ../nbs/09_train.ipynb #b97f99fa
+def image_cams(cam, size):
+    "The CAMs `cam` (B, K, h, w) upsampled bilinearly to the image `size` and max-normed per (image, class), in float32"
+    return max_norm(F.interpolate(cam.float(), size=size, mode='bilinear', align_corners=False))
+
 # %% ../nbs/09_train.ipynb #0cd628e6
 def cam_sweep(model, ds, num_classes, batch_size=100, thresholds=None):
     "`ThresholdSweep` of `model`'s max-normed CAMs (GT classes) on `ds` = (image, labels, mask, ...) samples"
@@ -326,8 +331,7 @@ def cam_sweep(model, ds, num_classes, batch_size=100, thresholds=None):
     model.eval()
     with torch.no_grad():
         for x, y, mask, *_ in DataLoader(ds, batch_size):
-            cam = model(x.to(dev))[0].float()
-            sweep.update(max_norm(F.interpolate(cam, size=x.shape[-2:], mode='bilinear', align_corners=False)), mask, y)
+            sweep.update(image_cams(model(x.to(dev))[0], x.shape[-2:]), mask, y)
     return sweep
 
 def val_miou(ds, cfg):
