@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['BACKBONES', 'IMAGENET_STATS', 'METHODS', 'TrainConfig', 'build_model', 'freeze_bn', 'max_steps', 'world',
            'epoch_loader', 'bce_step', 'train_steps', 'rng_state', 'set_rng_state', 'NonFiniteLoss', 'pick_device',
-           'init_distributed', 'to_device', 'Learner', 'read_log', 'plot_log', 'Normalized', 'datasets', 'image_cams',
-           'cam_sweep', 'val_miou', 'make_config', 'demo_table', 'aeft_demo']
+           'init_distributed', 'to_device', 'Learner', 'read_log', 'plot_log', 'Normalized', 'shapes_split', 'datasets',
+           'image_cams', 'cam_sweep', 'val_miou', 'make_config', 'demo_table', 'aeft_demo']
 
 # %% ../nbs/09_train.ipynb #6f89e383
 import json, os, random, time
@@ -312,12 +312,16 @@ class Normalized(torch.utils.data.Dataset):
         x, *rest = self.ds[i]
         return ((x - self.mean)/self.std, *rest)
 
+def shapes_split(cfg, split):
+    "The synthetic `split` of `cfg` ('train': `n_train` images; 'val' or 'test': `n_val`), not normalised"
+    n = cfg.n_train if split == 'train' else cfg.n_val
+    return Shapes(n, split_seed(cfg.data_seed, split), ShapesConfig(size=cfg.image_size, num_classes=cfg.num_classes))
+
 def datasets(cfg):
     "(train, valid) datasets of `cfg.data`, images normalised"
     if cfg.data == 'voc': raise NotImplementedError("TrainConfig.data='voc': the VOC datasets come from aeft.voc, a later module; "
                                                     "use aeft.pipeline.train_data or `aeft_train --preset voc`")
-    scfg = ShapesConfig(size=cfg.image_size, num_classes=cfg.num_classes)
-    return tuple(Normalized(Shapes(n, split_seed(cfg.data_seed, s), scfg)) for s, n in (('train', cfg.n_train), ('val', cfg.n_val)))
+    return tuple(Normalized(shapes_split(cfg, s)) for s in ('train', 'val'))
 
 # %% ../nbs/09_train.ipynb #b97f99fa
 def image_cams(cam, size):
@@ -429,7 +433,7 @@ def aeft_demo(
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     cfg0 = next(iter(cfgs.values()))
     val = datasets(cfg0)[1]
-    test = Normalized(Shapes(n_eval, split_seed(cfg0.data_seed, 'test'), ShapesConfig(size=size, num_classes=cfg0.num_classes)))
+    test = Normalized(shapes_split(cfg0, 'test'))
     results, models, runs = [], {}, {}
     for (k, s), cfg in cfgs.items():
         name, run = METHODS[k][0], out/f'{k}_seed{cfg.seed}'
