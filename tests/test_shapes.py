@@ -3,7 +3,7 @@ import hashlib, subprocess, sys, xml.etree.ElementTree as ET
 import numpy as np, pytest, torch
 from PIL import Image
 import aeft.shapes as shapes
-from aeft.shapes import Shapes, class_names, ignore_band, make_shapes, shapes_splits, to_voc
+from aeft.shapes import Shapes, class_names, ignore_band, make_shapes, shapes_split, to_voc
 
 DIGEST = """
 import hashlib, sys
@@ -23,12 +23,13 @@ def test_same_seed_same_data_across_processes():
     assert a == b and a != c
 
 def test_splits_are_reproducible_one_by_one():
-    full = shapes_splits(seed=4, n_train=30, n_val=10, n_test=10)
-    again = shapes_splits(seed=4, n_train=5, n_val=10, n_test=3)
-    assert torch.equal(full['val'].images, again['val'].images) and torch.equal(full['val'].masks, again['val'].masks)
+    val, test = shapes_split('val', 10, seed=4), shapes_split('test', 10, seed=4)
+    again = shapes_split('val', 10, seed=4)
+    assert torch.equal(val.images, again.images) and torch.equal(val.masks, again.masks)
+    assert not torch.equal(val.images, test.images)
 
 @pytest.fixture(scope='module')
-def splits(): return shapes_splits(seed=2, n_train=16, n_val=8, n_test=1, boundary=0)
+def splits(): return {s: shapes_split(s, n, seed=2, boundary=0) for s, n in (('train', 16), ('val', 8))}
 
 def test_voc_round_trip(tmp_path, splits):
     voc = to_voc({'train': splits['train'], 'val': splits['val']}, tmp_path, boundary=1)
