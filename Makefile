@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test docs readme lock clean
+.PHONY: demo figures test docs readme lock clean
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SYSDEPS := /usr/bin/chromium /usr/bin/chromedriver /usr/share/javascript/mathjax/MathJax.js
 
@@ -23,6 +23,10 @@ $(SYSDEPS):
 ## demo: the main job: train GAP, GPP and GPP + AEFT on synthetic shapes on the CPU, compare their CAMs (runs/demo)
 demo: $(STAMP)
 	$(BIN)/aeft_demo
+
+## figures: the home page's figure, drawn by the demo's default run (nbs/images/demo_cams.png)
+figures: $(STAMP)
+	$(BIN)/aeft_demo --figure nbs/images/demo_cams.png
 
 ## test: aeft/ matches the notebooks, notebooks are clean, every notebook runs, then pytest (docs included)
 test: $(STAMP) $(SYSDEPS)

@@ -16,11 +16,12 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 from fastcore.script import call_parse, bool_arg
 from fastprogress.fastprogress import progress_bar
-from .gpp import CAMNet, TinyBackbone
-from .train import TrainConfig, build_model, make_config, IMAGENET_STATS
-from .weights import load_official_checkpoint, atomic_write
-from .voc import VOCDataset, VOC_CLASSES, load_image
-from .shapes import voc_palette
+from dataclasses import asdict
+from .core import atomic_write, IMAGENET_STATS, voc_palette
+from .weights import load_official_checkpoint
+from .voc import VOCDataset, load_image
+from .config import MODEL_FIELDS, build_model, make_config, checked_config, parse_opts
+from .learner import load_checkpoint
 
 # %% ../nbs/14_cam.ipynb #c03d3d4b
 SCALES = (0.5, 1.0, 1.5, 2.0)
@@ -117,19 +118,12 @@ def overlay(img, seeds, threshold=0.25, alpha=0.55):
     return Image.fromarray(out.round().astype(np.uint8))
 
 # %% ../nbs/14_cam.ipynb #3cbecdcd
-def load_cam_model(ckpt=None, official=None, device='cpu'):
-    "The CAM network of an `aeft_train` checkpoint `ckpt`, or the released recipe's with the released checkpoint `official`"
+def load_cam_model(ckpt=None, official=None, device='cpu', **asked):
+    "The CAM network of an `aeft_train` checkpoint `ckpt`, or the released recipe's with the released checkpoint `official`; checked against the model fields `asked`"
     if (ckpt is None) == (official is None): raise ValueError("give exactly one of `ckpt` (an aeft_train last.pt) and `official` (the released checkpoint)")
-    if official is not None:
-        model = build_model(make_config('voc'))
-        load_official_checkpoint(model, official)
-    else:
-        if not Path(ckpt).is_file(): raise FileNotFoundError(f"checkpoint {ckpt} does not exist")
-        ck = torch.load(ckpt, map_location='cpu', weights_only=False)
-        if not isinstance(ck, dict) or 'config' not in ck or 'model' not in ck:
-            raise ValueError(f"{ckpt} is not an aeft_train checkpoint (no 'config' and 'model'); pass the released one as `official`")
-        model = build_model(TrainConfig(**ck['config']))
-        model.load_state_dict(ck['model'])
+    if ckpt is not None: return load_checkpoint(ckpt, device, **asked)[0]
+    model = build_model(checked_config(asdict(make_config('voc')), f'the released checkpoint {official}', **asked))
+    load_official_checkpoint(model, official)
     return model.to(device).eval()
 
 # %% ../nbs/14_cam.ipynb #f2ee9252
@@ -171,6 +165,7 @@ def aeft_cam(
     images:str=None,           # a folder of unlabelled images instead of a VOC split (predicted classes)
     ckpt:str=None,             # a checkpoint written by aeft_train (last.pt)
     official:str=None,         # the released AEFT checkpoint (ResNet-38d + GPP), loaded with load_official_checkpoint
+    model:str='',              # model fields the checkpoint must hold, e.g. "order=coarse_to_fine bins=(2,4,8,16)"
     scales:str='0.5,1.0,1.5,2.0', # comma-separated scales
     flip:bool_arg=True,        # add horizontally flipped inputs
     predict:bool=False,        # use predicted classes even when labels exist
@@ -185,7 +180,7 @@ def aeft_cam(
     "Multi-scale + flip seeds of a VOC split or an image folder, one .npy per image"
     try:
         dev = 'cuda' if device == 'auto' and torch.cuda.is_available() else ('cpu' if device == 'auto' else device)
-        model = load_cam_model(ckpt, official, dev)
+        model = load_cam_model(ckpt, official, dev, **parse_opts(model, set(MODEL_FIELDS), 'model'))
         ds = ImageFolder(images) if images else VOCDataset(root or os.environ.get('AEFT_VOC_ROOT'), split, sbd, verbose=True)
         t = time.time()
         n = infer_seeds(model, ds, out, tuple(float(s) for s in scales.split(',')), flip, layout, overlays, predict,

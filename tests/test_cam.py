@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np, pytest, torch
 from PIL import Image
 from aeft.gpp import CAMNet, TinyBackbone
-from aeft.train import build_model, make_config
+from aeft.config import build_model, make_config
 from aeft.voc import write_tiny_voc, VOCDataset
 from aeft.cam import multiscale_cams, load_seeds, save_seeds, irn_strided, aeft_cam
 
@@ -79,6 +79,23 @@ def test_errors(setup, tmp_path):
     bad = tmp_path/'imgs'; bad.mkdir(); (bad/'broken.jpg').write_bytes(b'\xff\xd8 not really')
     m = message(images=str(bad), ckpt=str(t/'last.pt'))
     assert 'cannot read image' in m and 'broken.jpg' in m
+
+def test_checkpoint_holds_its_own_network(setup, tmp_path):
+    "A fine-to-coarse GPP head has the default head's keys: asked for as coarse-to-fine it is refused; from its own description it is rebuilt"
+    t, root = setup
+    cfg = make_config('voc', backbone='tiny', width=8, opts='device=cpu order=fine_to_coarse')
+    net = build_model(cfg).eval()
+    torch.save(dict(model=net.state_dict(), config=asdict(cfg)), tmp_path/'f2c.pt')
+    r = run('aeft_cam', '--root', root, '--ckpt', tmp_path/'f2c.pt', '--out', tmp_path/'asked', '--model', 'order=coarse_to_fine')
+    assert r.returncode == 1 and "holds another network; (asked for, stored): {'order': ('coarse_to_fine', 'fine_to_coarse')}" in r.stderr
+    assert not (tmp_path/'asked').exists()
+    r = run('aeft_cam', '--root', root, '--ckpt', tmp_path/'f2c.pt', '--out', tmp_path/'own', '--scales', '1.0', '--flip', 'False', '--progress', 'False')
+    assert r.returncode == 0, r.stderr
+    ds = VOCDataset(root, 'train')
+    img = ds.image(0)
+    sums, _ = multiscale_cams(net, [img], scales=(1.0,), flip=False)
+    seeds = load_seeds(tmp_path/'own'/f'{ds.ids[0]}.npy')
+    for k in ds.labels[ds.ids[0]]: np.testing.assert_allclose(seeds[k], (sums[0][k]/(sums[0][k].max() + 1e-5)).numpy(), atol=1e-6)
 
 @pytest.mark.parametrize('h, w', [(1, 1), (3, 7), (8, 12), (37, 53)])
 def test_irn_layout(tmp_path, h, w):

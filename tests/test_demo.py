@@ -28,8 +28,8 @@ def test_demo_end_to_end_then_resume(tmp_path):
     assert json.loads((tmp_path/'results.json').read_text())['results'] == res
 
 def test_bad_options_stop_with_the_field_named(tmp_path):
-    from aeft.train import aeft_demo
-    from aeft.pipeline import aeft_train
+    from aeft.demo import aeft_demo
+    from aeft.train import aeft_train
     for f, kw, msg in [(aeft_demo, dict(methods='gap,cam'), "`methods` must be a comma-separated subset of ['gap', 'gpp', 'aeft'], got 'gap,cam'"),
                        (aeft_demo, dict(epochs=0), 'TrainConfig.epochs must be at least 1'),
                        (aeft_train, dict(opts='bins=(4,2)'), 'TrainConfig.bins must be at least two strictly increasing'),

@@ -82,8 +82,8 @@ def build_docs():
     mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
     return mod
 
-BOOK = ["GAP's failure modes", 'Gated Pyramid Pooling', 'Backbones and weights', 'Erasing', 'Triplet', 'Training',
-        'CAMs and metrics', 'The benchmark study', 'The VOC pipeline']
+BOOK = ['Ground floor', "GAP's failure modes", 'Gated Pyramid Pooling', 'Backbones and weights', 'Erasing', 'Triplet', 'Data',
+        'Training', 'CAMs and metrics', 'Commands', 'The benchmark study', 'The VOC pipeline']
 
 def test_sidebar_reads_as_the_book(site, browser):
     "nbs/sidebar.yml holds every notebook once, numbered in reading order, in the story's sections, and the pages show them"

@@ -1,8 +1,8 @@
 "aeft_train's --init: converted ImageNet weights go into the ResNet-38d backbone exactly; weights that do not fit stop it"
 import pytest, torch
-from aeft.train import make_config, build_model
+from aeft.config import make_config, build_model
 from aeft.weights import official_state_dict
-from aeft.pipeline import init_backbone
+from aeft.train import init_backbone
 
 def test_init_backbone_loads_every_tensor(tmp_path):
     cfg = make_config('voc')

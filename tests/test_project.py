@@ -32,10 +32,10 @@ def test_sync_check_catches_a_hand_edit_of_the_library(copy):
     assert 'HAND_EDIT' not in gpp.read_text()   # the check leaves the exported library behind
 
 def test_sync_check_catches_an_uncleaned_notebook(copy):
-    nb = copy/'nbs/01_gpp.ipynb'
+    nb = copy/'nbs/02_gpp.ipynb'
     nb.write_text(nb.read_text().replace('"metadata": {}', '"metadata": {"collapsed": true, "scrolled": true}', 1))
     r = check_sync(copy)
-    assert r.returncode != 0 and 'nbdev_clean' in r.stderr and '01_gpp.ipynb' in r.stdout
+    assert r.returncode != 0 and 'nbdev_clean' in r.stderr and '02_gpp.ipynb' in r.stdout
 
 def test_version_and_pins_agree():
     import aeft

@@ -3,14 +3,17 @@ import json, os, random, signal, subprocess, sys, time
 from pathlib import Path
 import pytest, torch
 from torch.utils.data import TensorDataset
-from aeft.train import TrainConfig, Learner, NonFiniteLoss, bce_step, build_model, read_log
+from aeft.config import TrainConfig, build_model
+from aeft.learner import Learner, NonFiniteLoss, read_log
+from aeft.step import bce_step
 
 BIN = Path(sys.executable).parent
 # A run small enough for seconds on a CPU: random images and labels, fixed by a seed.
 DRIVER = '''
 import sys, torch
 from torch.utils.data import TensorDataset
-from aeft.train import TrainConfig, Learner, build_model
+from aeft.config import TrainConfig, build_model
+from aeft.learner import Learner
 torch.set_num_threads(1)
 out, epochs, kw = sys.argv[1], int(sys.argv[2]), eval(sys.argv[3])
 p = kw.pop('p', 0.3)                                   # label density
