@@ -56,8 +56,8 @@ def _groups(items, batched, max_batch, max_pixels):
     return chunks
 
 @torch.no_grad()
-def multiscale_cams(model, images, scales=SCALES, flip=True, batched=True, max_batch=16, max_pixels=None):
-    "Summed ReLU'd CAMs at full resolution of each image, (K, H, W) each, and the mean logits (n, K); `max_pixels` per batch defaults to `CPU_BATCH_PIXELS` on a CPU"
+def multiscale_cams(model, images, scales=SCALES, flip=True, batched=True, max_batch=16, max_pixels=None, relu_first=False):
+    "Summed CAMs at full resolution, upsampled then ReLU'd (released `infer_multi`; `relu_first`: PSA/IRN's order), (K, H, W) each, and the mean logits (n, K)"
     if not scales: raise ValueError("`scales` must hold at least one scale")
     model.eval()
     device = next(model.parameters()).device
@@ -67,8 +67,9 @@ def multiscale_cams(model, images, scales=SCALES, flip=True, batched=True, max_b
     for group in _groups(list(_inputs(images, scales, flip)), batched, max_batch, max_pixels):
         cam, logit, _ = model(torch.stack([x for _, _, x in group]).to(device))
         for (i, flipped, _), c, l in zip(group, cam.float(), logit.float()):
-            c = F.relu(c.flip(-1) if flipped else c)
-            up = F.interpolate(c[None], size=sizes[i], mode='bilinear', align_corners=False)[0]
+            c = c.flip(-1) if flipped else c
+            if relu_first: c = F.relu(c)
+            up = F.relu(F.interpolate(c[None], size=sizes[i], mode='bilinear', align_corners=False)[0])
             sums[i] = up if sums[i] is None else sums[i] + up
             logits[i] = logits[i] + l/(len(scales)*(1 + flip))
     return [s.cpu() for s in sums], torch.stack(logits).cpu()
@@ -139,7 +140,7 @@ class ImageFolder:
     def image(self, i): return load_image(self.files[i])
 
 def infer_seeds(model, ds, out, scales=SCALES, flip=True, layout='psa', overlays=False, predict=False,
-                images_per_batch=4, max_batch=16, max_pixels=None, progress=True):
+                images_per_batch=4, max_batch=16, max_pixels=None, progress=True, relu_first=False):
     "Seeds of every image of `ds` in `out` (.npy per id; overlays in `out/overlay`); returns the number written"
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     if overlays: (out/'overlay').mkdir(exist_ok=True)
@@ -148,7 +149,7 @@ def infer_seeds(model, ds, out, scales=SCALES, flip=True, layout='psa', overlays
     chunks = [todo[j:j + images_per_batch] for j in range(0, len(todo), images_per_batch)]
     for chunk in progress_bar(chunks, leave=False) if progress else chunks:
         imgs = [ds.image(i) for i in chunk]
-        sums, logits = multiscale_cams(model, imgs, scales, flip, max_batch=max_batch, max_pixels=max_pixels)
+        sums, logits = multiscale_cams(model, imgs, scales, flip, max_batch=max_batch, max_pixels=max_pixels, relu_first=relu_first)
         for i, img, s, l in zip(chunk, imgs, sums, logits):
             seeds = seed_maps(s, labels[ds.ids[i]] if labels is not None else predicted_classes(l))
             save_seeds(seeds, out/f'{ds.ids[i]}.npy', layout)
@@ -168,6 +169,7 @@ def aeft_cam(
     model:str='',              # model fields the checkpoint must hold, e.g. "order=coarse_to_fine bins=(2,4,8,16)"
     scales:str='0.5,1.0,1.5,2.0', # comma-separated scales
     flip:bool_arg=True,        # add horizontally flipped inputs
+    relu_first:bool_arg=False, # ReLU before upsampling (PSA, IRN) instead of after (the released AEFT inference)
     predict:bool=False,        # use predicted classes even when labels exist
     layout:str='psa',          # 'psa' ({class: map}) or 'irn' ({'keys', 'high_res'})
     overlays:bool=False,       # also write overlay PNGs
@@ -184,6 +186,6 @@ def aeft_cam(
         ds = ImageFolder(images) if images else VOCDataset(root or os.environ.get('AEFT_VOC_ROOT'), split, sbd, verbose=True)
         t = time.time()
         n = infer_seeds(model, ds, out, tuple(float(s) for s in scales.split(',')), flip, layout, overlays, predict,
-                        images_per_batch, max_batch, max_pixels, progress)
+                        images_per_batch, max_batch, max_pixels, progress, relu_first)
     except (ValueError, FileNotFoundError) as e: raise SystemExit(f'aeft_cam: {e}')
     print(f'aeft_cam: {n} seed files written to {out} ({len(ds) - n} already there) in {time.time() - t:.1f}s')
