@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['freeze_bn', 'max_steps', 'world', 'epoch_loader', 'train_steps', 'rng_state', 'set_rng_state', 'NonFiniteLoss',
            'pick_device', 'init_distributed', 'to_device', 'Callback', 'ProgressCB', 'EvalCB', 'Learner', 'read_log',
-           'plot_log', 'PlotCB', 'load_checkpoint']
+           'plot_log', 'PlotCB', 'load_checkpoint', 'BestCB']
 
 # %% ../nbs/12_learner.ipynb #6f89e383
 import json, os, random, time
@@ -102,10 +102,10 @@ class ProgressCB(Callback):
         self.mb.write(' '.join(f'{k} {v:.4g}' if isinstance(v, float) else f'{k} {v}' for k, v in learn.row.items() if k != 'kind'))
 
 class EvalCB(Callback):
-    "Add the metrics of `evaluate(model) -> dict` to every epoch's row (main process, eval mode, no gradients)"
-    def __init__(self, evaluate): self.evaluate = evaluate
+    "Add the metrics of `evaluate(model) -> dict` to the row of every epoch from `start` on (main process, eval mode, no gradients)"
+    def __init__(self, evaluate, start=0): self.evaluate, self.start = evaluate, start
     def after_epoch(self, learn):
-        if not learn.main: return
+        if not learn.main or learn.row['epoch'] < self.start: return
         learn.model.eval()
         with torch.no_grad(): learn.row.update(self.evaluate(learn.model))
 
@@ -259,3 +259,19 @@ def load_checkpoint(path, device='cpu', **asked):
     model = build_model(cfg)
     model.load_state_dict(ck['model'])
     return model.to(device).eval(), cfg
+
+# %% ../nbs/12_learner.ipynb #765f1d1d
+class BestCB(Callback):
+    "Save the weights of the epoch with the highest `metric` (from an `EvalCB`) to `out/best.pt` and mark its row `best`"
+    order = 5                                  # after EvalCB, before ProgressCB prints the row
+    def __init__(self, metric): self.metric = metric
+    def before_fit(self, learn):
+        rows = read_log(learn.log_path) if learn.main else []
+        self.best = max((r[self.metric] for r in rows if r['kind'] == 'epoch' and self.metric in r), default=-np.inf)
+    def after_epoch(self, learn):
+        if not learn.main or self.metric not in learn.row: return
+        learn.row['best'] = better = learn.row[self.metric] > self.best
+        if better:
+            self.best = learn.row[self.metric]
+            atomic_write(learn.out/'best.pt', partial(torch.save, dict(model=learn.model.state_dict(), config=asdict(learn.cfg),
+                                                                       epoch=learn.row['epoch'], metric=self.metric, value=self.best)))
