@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['SCALES', 'CPU_BATCH_PIXELS', 'to_input', 'multiscale_cams', 'predicted_classes', 'seed_maps', 'irn_strided',
-           'save_seeds', 'load_seeds', 'seed_mask', 'overlay', 'load_cam_model', 'ImageFolder', 'infer_seeds',
-           'aeft_cam']
+           'save_seeds', 'load_seeds', 'seed_mask', 'overlay', 'load_cam_model', 'check_voc_model', 'ImageFolder',
+           'infer_seeds', 'aeft_cam']
 
 # %% ../nbs/14_cam.ipynb #e3e42283
 import math, os, time
@@ -19,7 +19,7 @@ from fastprogress.fastprogress import progress_bar
 from dataclasses import asdict
 from .core import atomic_write, IMAGENET_STATS, voc_palette
 from .weights import load_official_checkpoint
-from .voc import VOCDataset, load_image
+from .voc import VOC_CLASSES, VOCDataset, load_image
 from .config import MODEL_FIELDS, build_model, make_config, checked_config, parse_opts
 from .learner import load_checkpoint
 
@@ -120,12 +120,19 @@ def overlay(img, seeds, threshold=0.25, alpha=0.55):
 
 # %% ../nbs/14_cam.ipynb #3cbecdcd
 def load_cam_model(ckpt=None, official=None, device='cpu', **asked):
-    "The CAM network of an `aeft_train` checkpoint `ckpt`, or the released recipe's with the released checkpoint `official`; checked against the model fields `asked`"
+    "(CAM network in eval mode, its `TrainConfig`) of an `aeft_train` checkpoint `ckpt`, or of the released checkpoint `official`; checked against the model fields `asked`"
     if (ckpt is None) == (official is None): raise ValueError("give exactly one of `ckpt` (an aeft_train last.pt) and `official` (the released checkpoint)")
-    if ckpt is not None: return load_checkpoint(ckpt, device, **asked)[0]
-    model = build_model(checked_config(asdict(make_config('voc')), f'the released checkpoint {official}', **asked))
+    if ckpt is not None: return load_checkpoint(ckpt, device, **asked)
+    cfg = checked_config(asdict(make_config('voc')), f'the released checkpoint {official}', **asked)
+    model = build_model(cfg)
     load_official_checkpoint(model, official)
-    return model.to(device).eval()
+    return model.to(device).eval(), cfg
+
+def check_voc_model(cfg, source):
+    "Refuse a network `cfg` that was not trained on VOC's 20 classes for a VOC split; `source` names the checkpoint"
+    if (cfg.data, cfg.num_classes) != ('voc', len(VOC_CLASSES)):
+        raise ValueError(f"{source} holds a classifier of {cfg.num_classes} classes trained on data {cfg.data!r}; "
+                         f"a VOC split needs one of {len(VOC_CLASSES)} classes trained on 'voc'")
 
 # %% ../nbs/14_cam.ipynb #f2ee9252
 class ImageFolder:
@@ -151,6 +158,8 @@ def infer_seeds(model, ds, out, scales=SCALES, flip=True, layout='psa', overlays
         imgs = [ds.image(i) for i in chunk]
         sums, logits = multiscale_cams(model, imgs, scales, flip, max_batch=max_batch, max_pixels=max_pixels, relu_first=relu_first)
         for i, img, s, l in zip(chunk, imgs, sums, logits):
+            if not (s.isfinite().all() and l.isfinite().all()):
+                raise ValueError(f"the CAMs of image {ds.ids[i]!r} are not finite (NaN or inf): the network's weights or input are broken; no seed written for it")
             seeds = seed_maps(s, labels[ds.ids[i]] if labels is not None else predicted_classes(l))
             save_seeds(seeds, out/f'{ds.ids[i]}.npy', layout)
             if overlays: overlay(img, seeds).save(out/'overlay'/f'{ds.ids[i]}.png')
@@ -182,7 +191,8 @@ def aeft_cam(
     "Multi-scale + flip seeds of a VOC split or an image folder, one .npy per image"
     try:
         dev = 'cuda' if device == 'auto' and torch.cuda.is_available() else ('cpu' if device == 'auto' else device)
-        model = load_cam_model(ckpt, official, dev, **parse_opts(model, set(MODEL_FIELDS), 'model'))
+        model, cfg = load_cam_model(ckpt, official, dev, **parse_opts(model, set(MODEL_FIELDS), 'model'))
+        if not images: check_voc_model(cfg, ckpt or official)
         ds = ImageFolder(images) if images else VOCDataset(root or os.environ.get('AEFT_VOC_ROOT'), split, sbd, verbose=True)
         t = time.time()
         n = infer_seeds(model, ds, out, tuple(float(s) for s in scales.split(',')), flip, layout, overlays, predict,
