@@ -12,7 +12,6 @@ from dataclasses import dataclass, replace
 import numpy as np, torch, torch.nn.functional as F
 from torch.utils.data import Dataset
 from fastcore.basics import store_attr
-from .core import voc_palette, mask_to_rgb
 
 # %% ../nbs/09_shapes.ipynb #d4a46a87
 @dataclass(frozen=True)
