@@ -180,6 +180,7 @@ def aeft_cam(
     flip:bool_arg=True,        # add horizontally flipped inputs
     relu_first:bool_arg=False, # ReLU before upsampling (PSA, IRN) instead of after (the released AEFT inference)
     predict:bool=False,        # use predicted classes even when labels exist
+    labels:str='xml',          # VOC image labels from the 'xml' annotations (as the released code) or the 'masks'
     layout:str='psa',          # 'psa' ({class: map}) or 'irn' ({'keys', 'high_res'})
     overlays:bool=False,       # also write overlay PNGs
     images_per_batch:int=4,    # images whose inputs are grouped into batches together
@@ -193,7 +194,7 @@ def aeft_cam(
         dev = 'cuda' if device == 'auto' and torch.cuda.is_available() else ('cpu' if device == 'auto' else device)
         model, cfg = load_cam_model(ckpt, official, dev, **parse_opts(model, set(MODEL_FIELDS), 'model'))
         if not images: check_voc_model(cfg, ckpt or official)
-        ds = ImageFolder(images) if images else VOCDataset(root or os.environ.get('AEFT_VOC_ROOT'), split, sbd, verbose=True)
+        ds = ImageFolder(images) if images else VOCDataset(root or os.environ.get('AEFT_VOC_ROOT'), split, sbd, verbose=True, labels=labels)
         t = time.time()
         n = infer_seeds(model, ds, out, tuple(float(s) for s in scales.split(',')), flip, layout, overlays, predict,
                         images_per_batch, max_batch, max_pixels, progress, relu_first)

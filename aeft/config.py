@@ -16,7 +16,7 @@ from .backbones import resnet38d_cam, resnet50_cam, RELEASED_FROZEN, RELEASED_DR
 from .optim import SETTINGS
 from .step import AEFTConfig
 from .shapes import ShapesConfig, shapes_split
-from .voc import voc_train_dataset
+from .voc import LABEL_SOURCES, voc_train_dataset
 
 # %% ../nbs/11_config.ipynb #59001be8
 BACKBONES = ('tiny', 'resnet38d', 'resnet50')
@@ -31,6 +31,7 @@ def _need(ok, name, msg):
 class TrainConfig:
     "Everything that decides a training run and its network; defaults: the released VOC recipe (KAIST-vilab/AEFT `train.py`)"
     data: str = 'voc'               # one of DATA
+    labels: str = 'xml'             # VOC image labels from the XML annotations (PSA, IRN, the released code) or from the 'masks'
     num_classes: int = 20
     image_size: int = 320           # training crop side (pixels)
     backbone: str = 'resnet38d'     # one of BACKBONES
@@ -62,6 +63,7 @@ class TrainConfig:
 
     def __post_init__(self):
         _need(self.data in DATA, 'data', f"must be one of {DATA}, got {self.data!r}")
+        _need(self.labels in LABEL_SOURCES, 'labels', f"must be one of {LABEL_SOURCES}, got {self.labels!r}")
         _need(self.backbone in BACKBONES, 'backbone', f"must be one of {BACKBONES}, got {self.backbone!r}")
         r38 = self.backbone == 'resnet38d'
         if self.output_stride is None: self.output_stride = _STRIDES[self.backbone][0]
@@ -135,7 +137,7 @@ def datasets(cfg, splits=('train', 'val'), voc_root=None, sbd=None):
         if cfg.data == 'shapes':
             n = cfg.n_train if s == 'train' else cfg.n_val
             out.append(Normalized(shapes_split(s, n, cfg.data_seed, ShapesConfig(size=cfg.image_size, num_classes=cfg.num_classes))))
-        elif s == 'train': out.append(voc_train_dataset(voc_root or os.environ.get('AEFT_VOC_ROOT'), sbd or os.environ.get('AEFT_SBD'), cfg.image_size))
+        elif s == 'train': out.append(voc_train_dataset(voc_root or os.environ.get('AEFT_VOC_ROOT'), sbd or os.environ.get('AEFT_SBD'), cfg.image_size, labels=cfg.labels))
         else: out.append(None)
     return tuple(out)
 

@@ -48,7 +48,7 @@ def selection(cfg, select_on, valid_ds, voc_root=None, sbd=None):
     if sel not in ok: raise ValueError(f"`select_on` must be one of {ok} for data {cfg.data!r}, got {select_on!r}")
     if sel == 'none': return [EvalCB(val_miou(valid_ds, cfg.num_classes))] if valid_ds else []
     if cfg.data == 'shapes': return [EvalCB(val_miou(valid_ds, cfg.num_classes)), BestCB('val_miou')]
-    ds = VOCDataset(voc_root or os.environ.get('AEFT_VOC_ROOT'), sel, sbd or os.environ.get('AEFT_SBD'))
+    ds = VOCDataset(voc_root or os.environ.get('AEFT_VOC_ROOT'), sel, sbd or os.environ.get('AEFT_SBD'), labels=cfg.labels)
     return [EvalCB(seed_miou(ds), start=max(cfg.warmup - 1, 0)), BestCB('seed_miou')]
 
 @call_parse
