@@ -45,17 +45,18 @@ def abs_max_norm(phat, eps=1e-5):
     return phat/(phat.abs().amax((2, 3), keepdim=True) + eps)
 
 def repel_embeddings(phat, cam, labels, neg, t_l=0.2):
-    "e_AL and e_N (T, K) for the T anchors that have a negative, and those anchors' indices"
+    "e_AL (T, K) on the anchors' classes and e_N (T, K) on their negatives' own classes, for the T anchors with a negative, and their indices"
     _check_labels(labels, phat)
     if neg.shape != labels.shape[:1]: raise ValueError(f"`neg` must have shape ({len(labels)},), got {tuple(neg.shape)}")
     p, low = abs_max_norm(phat), low_confidence(cam, labels, t_l).to(phat.dtype)
     y = labels.to(phat.dtype)
     anchors = (neg >= 0).nonzero().squeeze(1)
     e_al = (p*low).sum((2, 3))/low.sum((2, 3)).clamp(min=1)*y
-    return e_al[anchors], p.mean((2, 3))[neg[anchors]]*y[anchors], anchors
+    e_n = p.mean((2, 3))*y                                   # every image embedded with its own labels
+    return e_al[anchors], e_n[neg[anchors]], anchors
 
 def repel_distances(phat, cam, labels, neg, t_l=0.2):
-    "d = Σ_k (e_AL − e_N)² for each anchor that has a negative, and those anchors' indices"
+    "d = Σ_k (e_AL − e_N)² = ‖e_AL‖² + ‖e_N‖² (T,) for each anchor that has a negative, and those anchors' indices"
     e_al, e_n, anchors = repel_embeddings(phat, cam, labels, neg, t_l)
     return ((e_al - e_n)**2).sum(1), anchors
 
