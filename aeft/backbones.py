@@ -73,7 +73,7 @@ class Bottleneck38(nn.Module):
 
 # %% ../nbs/03_backbones.ipynb #b0bac75b
 RELEASED_FROZEN = ('conv1a', 'b2', 'b2_1', 'b2_2')
-RELEASED_DROPOUT = (0.3, 0.5)
+RELEASED_DROPOUT = (0.2, 0.2)    # b6, b7: `Net_gpp` in networks/resnet38d.py of KAIST-vilab/AEFT
 
 class ResNet38d(Backbone):
     "Wide ResNet-38d (output stride 8) with the module names of PSA/AffinityNet and the released AEFT model"
