@@ -5,7 +5,8 @@ import numpy as np, pytest, torch
 from PIL import Image
 from aeft.voc import write_tiny_voc, voc_root
 from aeft.cam import save_seeds
-from aeft.evaluate import aeft_eval
+from aeft.evaluate import aeft_eval, seed_sweep
+from aeft.metrics import confusion, default_thresholds
 
 pytestmark = pytest.mark.filterwarnings('ignore:VOC split')
 BIN = Path(sys.executable).parent
@@ -60,3 +61,40 @@ def test_errors(root, tmp_path):
     assert "no seed file for image '2026_000000' of split 'train'" in message()
     assert "split 'test' must be one of" in message(split='test')
     assert 'need t_min <= t_max' in message(t_min=0.5, t_max=0.1)
+
+def train_masks(root):
+    voc = voc_root(root)
+    ids = (voc/'ImageSets/Segmentation/train.txt').read_text().split()
+    return {id: np.asarray(Image.open(voc/'SegmentationClass'/f'{id}.png')) for id in ids}
+
+@pytest.mark.parametrize('kind', ['k/255', 'float16'])
+def test_seed_files_with_ties_match_argmax_over_threshold_and_maps(root, tmp_path, kind):
+    "Seeds quantised to k/255 (float32) or stored in float16: the sweep's matrices at all 80 thresholds = argmax(cat([full(t), maps])) in float32"
+    rng, thr = np.random.default_rng(0), default_thresholds()
+    ref, ties = torch.zeros(len(thr), 21, 21, dtype=torch.long), 0
+    for id, m in train_masks(root).items():
+        classes = sorted({int(k) - 1 for k in np.unique(m) if 0 < k < 255} | {int(rng.integers(20))})
+        if kind == 'k/255': maps = rng.integers(0, 256, (len(classes), *m.shape)).astype(np.float32)/np.float32(255)
+        else: maps = (rng.integers(0, 82, (len(classes), *m.shape))/100).astype(np.float16)      # values on the threshold grid, rounded
+        save_seeds(dict(zip(classes, maps)), tmp_path/f'{id}.npy')
+        maps, gt = torch.from_numpy(maps), torch.from_numpy(m.astype(np.int64))
+        for j, t in enumerate(thr.tolist()):
+            i = torch.cat([torch.full((1, *gt.shape), t, dtype=torch.float32), maps.float()]).argmax(0)   # argmax over [t, maps]
+            ref[j] += confusion(torch.tensor([0] + [c + 1 for c in classes])[i], gt, 21)
+            ties += int((maps.float().amax(0) == torch.tensor(t, dtype=torch.float32)).sum())
+    assert ties > 0                                  # pixels equal to a threshold occur
+    assert torch.equal(seed_sweep(tmp_path, root, 'train', progress=False).cms, ref)
+
+def test_best_in_the_released_range(root, tmp_path):
+    "Seeds 0.9 on each GT object and 0.05 elsewhere: a pixel at 0.05 is not above t = 0.05, so every t from 0.05 to 0.80 is perfect"
+    for id, m in train_masks(root).items():
+        save_seeds({int(k) - 1: np.where(m == k, 0.9, 0.05).astype(np.float32) for k in np.unique(m) if 0 < k < 255}, tmp_path/f'{id}.npy')
+    r = run('aeft_eval', tmp_path, '--root', root, '--out', tmp_path/'eval', '--progress', 'False')
+    assert r.returncode == 0, r.stderr
+    res = json.loads((tmp_path/'eval'/'seed_eval.json').read_text())
+    curve = np.array(res['curves']['train'])
+    assert (curve[:4] < 1).all() and np.allclose(curve[4:], 1.0)      # 0.01-0.04: the 0.05 background is foreground
+    assert (res['threshold'], res['miou']) == (0.05, 1.0)
+    assert res['released_range'] == [0.1, 0.34] and res['released_range_swept'] == 25
+    assert (res['released_range_threshold'], res['released_range_miou']) == (0.1, 1.0)
+    assert 'best on train in the released evaluation.py range 0.10–0.34: 0.10 → 100.0 (25 thresholds swept there)' in r.stdout

@@ -1,13 +1,13 @@
 "Metrics beyond the notebook's examples: the one-pass sweep against a per-threshold loop over many random cases."
 import json, math
 import pytest, torch
-from aeft.metrics import ConfusionMeter, ThresholdSweep, cam_to_pred, choose_threshold, confusion, iou, miou
+from aeft.metrics import ConfusionMeter, ThresholdSweep, cam_to_pred, choose_threshold, confusion, default_thresholds, iou, miou
 
 def loop_cms(cams, gt, labels, thresholds, C):
-    return torch.stack([confusion(cam_to_pred(cams, t, labels), gt, C) for t in thresholds.to(cams.dtype)])
+    return torch.stack([confusion(cam_to_pred(cams, t, labels), gt, C) for t in thresholds.tolist()])
 
 @pytest.mark.parametrize('seed', range(6))
-@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+@pytest.mark.parametrize('dtype', [torch.float16, torch.float32, torch.float64])
 def test_sweep_equals_the_loop(seed, dtype):
     g = torch.Generator().manual_seed(seed)
     B, K = int(torch.randint(1, 5, (1,), generator=g)), int(torch.randint(1, 6, (1,), generator=g))
@@ -43,8 +43,8 @@ def test_update_image_by_hand():
                          [[0.6, 0.7, 0.1, 0.4]]])    # class 1 (label 2)
     gt = torch.tensor([[2, 4, 255, 0]])
     sw = ThresholdSweep(5, [0.5]).update_image([3, 1], maps, gt)
-    # largest: 0.6 → 2, 0.7 (tie) → 4, ignored, 0.5 → 4; all reach 0.5
-    expect = torch.zeros(5, 5, dtype=torch.long); expect[2, 2] = expect[4, 4] = expect[0, 4] = 1
+    # largest: 0.6 → 2, 0.7 (tie) → 4, ignored, 0.5 → background (not above 0.5)
+    expect = torch.zeros(5, 5, dtype=torch.long); expect[2, 2] = expect[4, 4] = expect[0, 0] = 1
     assert torch.equal(sw.cms[0], expect)
     with pytest.raises(ValueError, match='`gt` holds labels outside 0..4 and 255: \\[9\\]'): sw.update_image([3, 1], maps, gt.clamp(max=9))
 
@@ -65,3 +65,44 @@ def test_choose_threshold_result_is_json_and_names_its_splits():
     res = json.loads(json.dumps(choose_threshold(mk(), mk(), chosen_on='val', evaluated_on='test')))
     assert (res['chosen_on'], res['evaluated_on']) == ('val', 'test')
     assert set(res) >= {'threshold', 'miou', 'iou', 'precision', 'recall', 'fg_precision', 'fg_recall', 'oracle_threshold', 'oracle_miou'}
+
+def argmax_pred(classes, maps, t):
+    "The peers' mask (IRN eval_cam, PSA, the released evaluation.py): argmax over [t, maps] in float32, ties to the first (background)"
+    i = torch.cat([torch.full((1, *maps.shape[1:]), t, dtype=torch.float32), maps.float()]).argmax(0)
+    return torch.cat([torch.zeros(1, dtype=torch.long), torch.as_tensor(classes) + 1])[i]
+
+def test_ties_by_hand():
+    "Seeds k/255: 51/255 and 0.2 (also 102/255 and 0.4) are one float32 number, so those seeds are background there"
+    maps = torch.tensor([[[51., 52., 102., 103.]]])/255
+    sw = ThresholdSweep(3, [0.2, 0.4]).update_image([1], maps, torch.tensor([[2, 2, 2, 2]]))
+    assert sw.cms[0, 2].tolist() == [1, 0, 3] and sw.cms[1, 2].tolist() == [3, 0, 1]
+    half = torch.tensor([[[0.1, 0.3]]]).half()                 # 0.0999756 and 0.3000488 in float16
+    sw = ThresholdSweep(2, [0.1, 0.3]).update_image([0], half, torch.tensor([[1, 1]]))
+    assert sw.cms[0, 1].tolist() == [1, 1] and sw.cms[1, 1].tolist() == [1, 1]   # the first is not above 0.1, the second is above 0.3
+    assert cam_to_pred(half[None], 0.1).tolist() == [[[0, 1]]]
+
+@pytest.mark.parametrize('seeds', ['k/255', 'float16'])
+def test_ties_match_argmax_over_threshold_and_maps(seeds):
+    "Every default threshold, seeds with many exact ties (k/255 in float32, or float16 values): sweep, dense update, cam_to_pred = argmax(cat([full(t), maps]))"
+    g = torch.Generator().manual_seed(0)
+    K, h, w, n_img = 5, 9, 11, 6
+    thr = default_thresholds()
+    sweep, dense = ThresholdSweep(K + 1), ThresholdSweep(K + 1)
+    ref = torch.zeros(len(thr), K + 1, K + 1, dtype=torch.long)
+    ties = 0
+    for img in range(n_img):
+        classes = torch.randperm(K, generator=g)[:1 + img % 3].sort().values
+        if seeds == 'k/255': maps = torch.randint(0, 256, (len(classes), h, w), generator=g)/255.
+        else: maps = (torch.randint(0, 82, (len(classes), h, w), generator=g)/100.).half()   # near-threshold values, rounded to float16
+        gt = torch.randint(0, K + 1, (h, w), generator=g); gt[0] = 255
+        sweep.update_image(classes, maps, gt)
+        cams = torch.full((1, K, h, w), 7., dtype=maps.dtype); cams[0, classes] = maps
+        labels = torch.zeros(1, K, dtype=torch.bool); labels[0, classes] = True
+        dense.update(cams, gt[None], labels)
+        for j, t in enumerate(thr.tolist()):
+            pred = argmax_pred(classes, maps, t)
+            assert torch.equal(cam_to_pred(cams, t, labels)[0], pred)
+            ref[j] += confusion(pred, gt, K + 1)
+            ties += int((maps.float().amax(0) == torch.tensor(t, dtype=torch.float32)).sum())
+    assert ties > 0                                            # the case being tested does occur
+    assert torch.equal(sweep.cms, ref) and torch.equal(dense.cms, ref)
