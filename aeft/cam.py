@@ -22,6 +22,7 @@ from .weights import load_official_checkpoint
 from .voc import VOC_CLASSES, VOCDataset, load_image
 from .config import MODEL_FIELDS, build_model, make_config, checked_config, parse_opts
 from .learner import load_checkpoint
+from .metrics import above
 
 # %% ../nbs/14_cam.ipynb #c03d3d4b
 SCALES = (0.5, 1.0, 1.5, 2.0)
@@ -105,10 +106,10 @@ def load_seeds(path):
 
 # %% ../nbs/14_cam.ipynb #dd944ea0
 def seed_mask(seeds, threshold, size):
-    "The mask of `seeds` at background `threshold`: 1 + the class of the largest seed where it reaches `threshold`, else 0"
+    "The mask of `seeds` at background `threshold`: 1 + the class of the largest seed where it is above `threshold` (`aeft.metrics.above`), else 0"
     if not seeds: return np.zeros(size, np.uint8)
     keys = np.array(sorted(seeds)); m = np.stack([seeds[k] for k in keys])
-    return np.where(m.max(0) >= threshold, keys[m.argmax(0)] + 1, 0).astype(np.uint8)
+    return np.where(above(torch.from_numpy(m.max(0)), threshold).numpy(), keys[m.argmax(0)] + 1, 0).astype(np.uint8)
 
 def overlay(img, seeds, threshold=0.25, alpha=0.55):
     "`img` (PIL) blended with the colours of its seed mask at `threshold`"
