@@ -7,14 +7,19 @@ from torchvision.transforms import v2
 import aeft.voc as voc_mod
 from aeft.shapes import class_names, ignore_band, make_shapes, shapes_split
 from aeft.voc import (write_tiny_voc, voc_root, voc_splits, image_labels, labels_from_xml, labels_from_mask, label_differences,
-                      VOCDataset, voc_train_dataset, train_transform, RandomLongSide, normalize, load_mask, find_sbd, save_mask,
+                      label_cache, VOCDataset, voc_train_dataset, train_transform, RandomLongSide, normalize, load_mask, find_sbd, save_mask,
                       write_voc_image, to_voc, VOC_CLASSES)
 
 pytestmark = pytest.mark.filterwarnings('ignore:VOC split')  # the fixture's sizes are not VOC's
 
 def _ids(r): return [f'2026_{i:06d}' for i in r]
-def _copy(src, dst): return shutil.copytree(src, dst, ignore=shutil.ignore_patterns('aeft_labels_*.json'))  # without the label caches other tests wrote
+def _copy(src, dst): return shutil.copytree(src, dst)
 OMITS = '2026_000019'   # SBD only; its SBD mask leaves out class 3 (boat), which its XML lists
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path_factory, monkeypatch):
+    "Each test's label caches in a folder of its own"
+    d = tmp_path_factory.mktemp('cache'); monkeypatch.setenv('AEFT_CACHE', str(d)); return d
 
 @pytest.fixture(scope='module')
 def roots(tmp_path_factory):
@@ -41,7 +46,7 @@ def test_labels_from_xml_by_default(roots, tmp_path, capsys):
     labels = image_labels(root, ids, sbd, progress=False)
     assert labels == {i: labels_from_xml(voc/'Annotations'/f'{i}.xml') for i in ids}
     assert labels[OMITS] == [1, 2, 3]                             # the class the SBD mask leaves out is there
-    cache = json.loads((voc/'aeft_labels_xml.json').read_text())
+    cache = json.loads(label_cache(root, 'xml', sbd).read_text())
     assert cache['labels'] == 'xml' and {v['source'] for v in cache['images'].values()} == {'xml'}
     assert capsys.readouterr().out == ''                          # every image has its XML: no fallback to report
     assert image_labels(roots['png'], ids, progress=False) == labels
@@ -52,7 +57,7 @@ def test_labels_from_masks(roots, tmp_path, capsys):
     labels = image_labels(root, ids, sbd, labels='masks', progress=False)
     assert labels[OMITS] == [1, 2] == labels_from_mask(load_mask(voc, OMITS, find_sbd(voc, sbd))[0])
     assert labels['2026_000003'] == labels_from_mask(Image.open(voc/'SegmentationClass'/'2026_000003.png'))
-    src = {k: v['source'] for k, v in json.loads((voc/'aeft_labels_masks.json').read_text())['images'].items()}
+    src = {k: v['source'] for k, v in json.loads(label_cache(root, 'masks', sbd).read_text())['images'].items()}
     assert [src[i] for i in _ids([0, 13, 14, 21, 22, 23])] == ['SegmentationClass']*2 + ['SBD']*2 + ['xml']*2
     assert "labels='masks': 2 of 24 images have no mask; their labels come from their XML annotations" in capsys.readouterr().out
     assert image_labels(roots['png'], ids, labels='masks', progress=False) == labels
@@ -69,7 +74,7 @@ def test_mask_fallback_counted_when_xml_missing(roots, tmp_path, capsys):
     assert labels[OMITS] == [1, 2] and labels['2026_000003'] == [2, 3]
     image_labels(root, ids, progress=False)                       # from the cache: counted again
     assert '2 of 24 images have no XML annotation' in capsys.readouterr().out
-    (voc/'Annotations'/'2026_000023.xml').unlink(); (voc/'aeft_labels_xml.json').unlink()   # no XML and no mask
+    (voc/'Annotations'/'2026_000023.xml').unlink()                # no XML and no mask: its cached labels are not used
     with pytest.raises(FileNotFoundError, match=r"image '2026_000023' has no annotation .*2026_000023.xml and no mask"):
         image_labels(root, ['2026_000023'], progress=False)
 
@@ -81,31 +86,47 @@ def test_xml_fallback_when_mask_missing(roots, tmp_path):
     labels = image_labels(root, ['2026_000016'], root/'benchmark_RELEASE', labels='masks', progress=False)
     assert labels['2026_000016'] == labels_from_xml(voc_root(root)/'Annotations'/'2026_000016.xml')
 
-def test_label_cache_reused_keyed_and_atomic(roots, tmp_path):
+def test_label_cache_reused_keyed_and_atomic(roots, tmp_path, cache, monkeypatch):
     root = _copy(roots['png'], tmp_path/'d')
     voc, ids = voc_root(root), _ids(range(24))
     first = image_labels(root, ids, progress=False)
-    cache = voc/'aeft_labels_xml.json'
-    assert cache.is_file() and not list(voc.glob('.*.tmp'))
-    # change an annotation on disk: the cache is reused, so the labels do not change ...
-    xml = voc/'Annotations'/'2026_000000.xml'
-    xml.write_text('<annotation><object><name>tvmonitor</name></object></annotation>')
-    mtime = cache.stat().st_mtime_ns
-    assert image_labels(root, ids, progress=False) == first and cache.stat().st_mtime_ns == mtime
-    # ... the masks' labels are cached apart and never read from the XML cache ...
+    path = label_cache(root)
+    assert path.parent == cache and path.is_file() and not list(cache.glob('.*.tmp'))
+    assert not list(voc.rglob('aeft_labels_*')) and not list(voc.rglob('.*.tmp'))   # nothing written into the data
+    # reused: nothing is read while the files are unchanged ...
+    reads = []
+    real = voc_mod.labels_from_xml
+    monkeypatch.setattr(voc_mod, 'labels_from_xml', lambda p: reads.append(p.stem) or real(p))
+    mtime = path.stat().st_mtime_ns
+    assert image_labels(root, ids, progress=False) == first and reads == [] and path.stat().st_mtime_ns == mtime
+    # ... and an edited annotation is read again, alone
+    (voc/'Annotations'/'2026_000000.xml').write_text('<annotation><object><name>tvmonitor</name></object></annotation>')
+    assert image_labels(root, ids, progress=False)['2026_000000'] == [19] and reads == ['2026_000000']
+    monkeypatch.undo(); monkeypatch.setenv('AEFT_CACHE', str(cache))
+    # the masks' labels are cached apart and never read from the XML cache
     masks = image_labels(root, ids, labels='masks', progress=False)
-    assert (voc/'aeft_labels_masks.json').is_file() and masks['2026_000000'] == first['2026_000000']
-    with pytest.raises(ValueError, match=r"label cache .*aeft_labels_xml.json holds labels from 'xml', expected labels from 'masks'"):
-        image_labels(root, ids, labels='masks', cache='aeft_labels_xml.json', progress=False)
-    # ... until the cache is removed; new ids are added to an existing cache
-    cache.unlink()
+    assert label_cache(root, 'masks').is_file() and masks['2026_000000'] == first['2026_000000']
+    with pytest.raises(ValueError, match=r"label cache .*aeft_labels_xml_\w+.json holds labels from 'xml', expected labels from 'masks'"):
+        image_labels(root, ids, labels='masks', cache=path.name, progress=False)
+    # keyed by the folder: a copy has its own cache, and another folder's cache is refused
+    other = _copy(root, tmp_path/'e')
+    assert label_cache(other) != path and label_cache(other).parent == cache
+    with pytest.raises(ValueError, match=r"holds the labels of VOC folder .*/d/VOCdevkit/VOC2012 with SBD .*, expected .*/e/VOCdevkit/VOC2012"):
+        image_labels(other, ids, cache=path, progress=False)
+    # a removed cache is rebuilt; new ids are added to an existing cache
+    path.unlink()
     assert image_labels(root, ids[:1], progress=False) == {ids[0]: [19]}
-    assert len(json.loads(cache.read_text())['images']) == 1
+    assert len(json.loads(path.read_text())['images']) == 1
     image_labels(root, ids, progress=False)
-    assert len(json.loads(cache.read_text())['images']) == 24
-    # a cache that does not say where its labels come from is refused
-    (voc/'old.json').write_text(json.dumps({ids[0]: dict(labels=[0], source='SegmentationClass')}))
+    assert len(json.loads(path.read_text())['images']) == 24
+    # a cache that does not say where its labels come from, or holds what are not class indices, is refused
+    (cache/'old.json').write_text(json.dumps({ids[0]: dict(labels=[0], source='SegmentationClass')}))
     with pytest.raises(ValueError, match='holds no record of its label source'): image_labels(root, ids, cache='old.json')
+    c = json.loads(path.read_text()); c['images'][ids[1]]['labels'] = [127, 191, 223]; (cache/'wrong.json').write_text(json.dumps(c))
+    with pytest.raises(ValueError, match=r"wrong.json holds .*127, 191, 223.* for image '2026_000001'; expected class indices 0–19"):
+        image_labels(root, ids, cache='wrong.json')
+    (cache/'broken.json').write_text('{"labels": ')
+    with pytest.raises(ValueError, match=r'label cache .*broken.json is not valid JSON'): image_labels(root, ids, cache='broken.json')
     with pytest.raises(ValueError, match="`labels` must be one of"): image_labels(root, ids, labels='tags')
 
 def test_label_differences(roots):
