@@ -10,8 +10,8 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 import numpy as np, torch
-from fastcore.script import call_parse, bool_arg
-from .core import mask_to_rgb
+from fastcore.script import call_parse, bool_arg, store_true
+from .core import atomic_write, cli_errors, mask_to_rgb
 from .erasing import foreground
 from .config import TrainConfig, build_model, datasets
 from .learner import Learner, PlotCB, NonFiniteLoss, read_log
@@ -72,31 +72,31 @@ def aeft_demo(
     methods:str='gap,gpp,aeft', # comma-separated subset of gap, gpp, aeft
     figure:str=None,            # also save the CAM figure here (the home page's images/demo_cams.png is made so)
     progress:bool_arg=True,     # progress bars
+    debug:store_true=False,     # show the traceback of every error
 ):
     "Train GAP, GPP and GPP + AEFT on synthetic shapes; score CAMs on test at the threshold chosen on validation"
     import matplotlib; matplotlib.use('Agg')
-    keys = methods.split(',')
-    bad = [k for k in keys if k not in METHODS]
-    if bad or not keys: raise SystemExit(f"aeft_demo: `methods` must be a comma-separated subset of {list(METHODS)}, got {methods!r}")
-    if seeds < 1: raise SystemExit(f"aeft_demo: `seeds` must be at least 1, got {seeds}")
-    try: cfgs = {(k, s): TrainConfig.synthetic(**METHODS[k][1], seed=5137 + s, epochs=epochs, warmup=epochs//2, n_train=n_train,
-                                               n_val=n_eval, image_size=size) for k in keys for s in range(seeds)}
-    except ValueError as e: raise SystemExit(f'aeft_demo: {e}')
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    cfg0 = next(iter(cfgs.values()))
-    val, test = datasets(cfg0, ('val', 'test'))
-    results, models, runs = [], {}, {}
-    for (k, s), cfg in cfgs.items():
-        name, run = METHODS[k][0], out/f'{k}_seed{cfg.seed}'
-        if progress: print(f'== {name}, seed {cfg.seed}')
-        try: learn = Learner(build_model(cfg), datasets(cfg, ['train'])[0], cfg, run, cbs=[PlotCB()], progress=progress).fit(resume=True)
-        except (ValueError, NonFiniteLoss) as e: raise SystemExit(f'aeft_demo: {e}')
-        secs = sum(r['time'] for r in read_log(learn.log_path) if r['kind'] == 'epoch')
-        res = choose_threshold(cam_sweep(learn.model, val, cfg.num_classes), cam_sweep(learn.model, test, cfg.num_classes))
-        results.append(dict(method=name, key=k, seed=cfg.seed, seconds=secs, run=str(run), **res))
-        if s == 0: models[name], runs[name] = learn.model, learn.log_path
-    (out/'results.json').write_text(json.dumps(dict(config=asdict(cfg0), results=results), indent=1))
-    fig = _cams_figure(models, test, out/'cams.png'); _curves_figure(runs, out/'curves.png')
-    if figure: fig.savefig(figure, dpi=80)
+    with cli_errors('aeft_demo', debug, (ValueError, OSError, NonFiniteLoss)):
+        keys = methods.split(',')
+        bad = [k for k in keys if k not in METHODS]
+        if bad or not keys: raise ValueError(f"`methods` must be a comma-separated subset of {list(METHODS)}, got {methods!r}")
+        if seeds < 1: raise ValueError(f"`seeds` must be at least 1, got {seeds}")
+        cfgs = {(k, s): TrainConfig.synthetic(**METHODS[k][1], seed=5137 + s, epochs=epochs, warmup=epochs//2, n_train=n_train,
+                                              n_val=n_eval, image_size=size) for k in keys for s in range(seeds)}
+        out = Path(out); out.mkdir(parents=True, exist_ok=True)
+        cfg0 = next(iter(cfgs.values()))
+        val, test = datasets(cfg0, ('val', 'test'))
+        results, models, runs = [], {}, {}
+        for (k, s), cfg in cfgs.items():
+            name, run = METHODS[k][0], out/f'{k}_seed{cfg.seed}'
+            if progress: print(f'== {name}, seed {cfg.seed}')
+            learn = Learner(build_model(cfg), datasets(cfg, ['train'])[0], cfg, run, cbs=[PlotCB()], progress=progress).fit(resume=True)
+            secs = sum(r['time'] for r in read_log(learn.log_path) if r['kind'] == 'epoch')
+            res = choose_threshold(cam_sweep(learn.model, val, cfg.num_classes), cam_sweep(learn.model, test, cfg.num_classes))
+            results.append(dict(method=name, key=k, seed=cfg.seed, seconds=secs, run=str(run), **res))
+            if s == 0: models[name], runs[name] = learn.model, learn.log_path
+        atomic_write(out/'results.json', lambda f: f.write(json.dumps(dict(config=asdict(cfg0), results=results), indent=1).encode()))
+        fig = _cams_figure(models, test, out/'cams.png'); _curves_figure(runs, out/'curves.png')
+        if figure: fig.savefig(figure, dpi=80)
     print(demo_table(results))
     print(f'aeft_demo: results.json, cams.png, curves.png and the runs are in {out.resolve()}')

@@ -10,12 +10,12 @@ import json, os, time
 from contextlib import contextmanager
 from pathlib import Path
 import numpy as np, torch
-from fastcore.script import call_parse, bool_arg
+from fastcore.script import call_parse, bool_arg, store_true
 from fastprogress.fastprogress import progress_bar
 from .metrics import ThresholdSweep, choose_threshold
-from .core import atomic_write
+from .core import atomic_write, cli_errors
 from .voc import VOC_CLASSES, voc_root, voc_splits, find_sbd, load_mask
-from .cam import load_seeds
+from .cam import load_seeds, seed_file
 
 # %% ../nbs/15_evaluate.ipynb #e671d6ea
 def _split_ids(root, split, sbd):
@@ -34,10 +34,9 @@ def _one_thread():
     try: yield
     finally: torch.set_num_threads(n)
 
-def _add(sweep, seeds, voc, sbd, id, split):
+def _add(sweep, seeds, voc, sbd, id):
     "Add image `id`'s seeds and ground truth to `sweep`"
-    f = seeds/f'{id}.npy'
-    if not f.is_file(): raise FileNotFoundError(f"no seed file for image {id!r} of split {split!r}: {f}")
+    f = seed_file(seeds, id)
     gt, _ = load_mask(voc, id, sbd)
     if gt is None: raise FileNotFoundError(f"image {id!r} has no ground-truth mask in {voc/'SegmentationClass'} or SBD")
     sd = load_seeds(f)
@@ -54,7 +53,7 @@ def seed_sweep(seeds, root, split='train', thresholds=None, sbd=None, progress=T
     ids = _split_ids(root, split, sbd) if isinstance(split, str) else list(split)
     sbd = find_sbd(voc, sbd)
     with _one_thread():
-        for id in progress_bar(ids, leave=False) if progress else ids: _add(sweep, seeds, voc, sbd, id, split)
+        for id in progress_bar(ids, leave=False) if progress else ids: _add(sweep, seeds, voc, sbd, id)
     return sweep
 
 # %% ../nbs/15_evaluate.ipynb #e360fa72
@@ -70,14 +69,17 @@ def best_in_range(sweep, lo=RELEASED_RANGE[0], hi=RELEASED_RANGE[1]):
     j = int(mi.argmax())
     return t[inside[j]].item(), (mi[j].item() if mi[j] >= 0 else None), len(inside)
 
+def _name(split): return split if isinstance(split, str) else f'{len(split)} listed ids'
+
 def evaluate_seeds(seeds, root, split='train', choose_on=None, thresholds=None, sbd=None, progress=True):
-    "Seed scores on `split` at the threshold chosen on `choose_on` (default: on `split` itself), with both mIoU curves"
+    "Seed scores on `split` (a split name or a list of ids) at the threshold chosen on `choose_on` (default: `split` itself), with both mIoU curves"
     target = seed_sweep(seeds, root, split, thresholds, sbd, progress)
-    chooser = target if choose_on in (None, split) else seed_sweep(seeds, root, choose_on, thresholds, sbd, progress)
-    res = choose_threshold(chooser, target, chosen_on=choose_on or split, evaluated_on=split)
+    same = choose_on is None or (choose_on == split if isinstance(choose_on, str) else list(choose_on) == list(split))
+    chooser = target if same else seed_sweep(seeds, root, choose_on, thresholds, sbd, progress)
+    res = choose_threshold(chooser, target, chosen_on=_name(split if same else choose_on), evaluated_on=_name(split))
     t_rel, m_rel, n_rel = best_in_range(target)
-    curves = {split: target.mious().tolist()}
-    if chooser is not target: curves[choose_on] = chooser.mious().tolist()
+    curves = {_name(split): target.mious().tolist()}
+    if chooser is not target: curves[_name(choose_on)] = chooser.mious().tolist()
     return dict(res, released_range=list(RELEASED_RANGE), released_range_threshold=t_rel, released_range_miou=m_rel,
                 released_range_swept=n_rel, classes=list(NAMES), thresholds=target.thresholds.tolist(), curves=curves)
 
@@ -112,7 +114,7 @@ def plot_curves(res, fname=None):
 # %% ../nbs/15_evaluate.ipynb #d5de6ad4
 @call_parse
 def aeft_eval(
-    seeds:str,                 # folder of <id>.npy seeds (aeft_cam's output)
+    seeds:str,                 # folder of <id>.npy or <id>.npz seeds (aeft_cam's output)
     out:str='runs/eval',       # folder for seed_eval.json and miou_vs_threshold.png
     root:str=None,             # VOC root; default $AEFT_VOC_ROOT
     split:str='train',         # split to report on
@@ -122,17 +124,17 @@ def aeft_eval(
     t_max:float=0.80,          # largest background threshold swept
     t_step:float=0.01,         # step between thresholds
     progress:bool_arg=True,    # progress bars
+    debug:store_true=False,    # show the traceback of every error
 ):
     "Seed mIoU over a sweep of background thresholds: table, JSON and plot"
-    try:
+    with cli_errors('aeft_eval', debug):
         if not (t_step > 0 and t_min <= t_max): raise ValueError(f"need t_min <= t_max and t_step > 0, got {t_min}, {t_max}, {t_step}")
         ts = np.round(np.arange(t_min, t_max + t_step/2, t_step), 6)
         t0 = time.time()
         res = evaluate_seeds(seeds, root or os.environ.get('AEFT_VOC_ROOT'), split, choose_on, ts, sbd, progress)
-    except (ValueError, FileNotFoundError) as e: raise SystemExit(f'aeft_eval: {e}')
-    res.update(seeds=str(seeds), seconds=time.time() - t0)
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out/'seed_eval.json', lambda f: f.write(json.dumps(res, indent=1).encode()))
-    plot_curves(res, out/'miou_vs_threshold.png')
+        res.update(seeds=str(seeds), seconds=time.time() - t0)
+        out = Path(out); out.mkdir(parents=True, exist_ok=True)
+        atomic_write(out/'seed_eval.json', lambda f: f.write(json.dumps(res, indent=1).encode()))
+        plot_curves(res, out/'miou_vs_threshold.png')
     print(format_table(res))
     print(f"aeft_eval: swept {len(ts)} thresholds ({ts[0]:.2f}–{ts[-1]:.2f}) in {res['seconds']:.1f}s; {out/'seed_eval.json'}, {out/'miou_vs_threshold.png'}")

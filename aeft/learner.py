@@ -137,7 +137,7 @@ class Learner:
             self.load()
         elif self.main:
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out/'config.json').write_text(json.dumps(asdict(self.cfg), indent=1))
+            atomic_write(self.out/'config.json', lambda f: f.write(json.dumps(asdict(self.cfg), indent=1).encode()))
             self.log_path.write_text('')
         self.epochs = range(self.epoch, self.cfg.epochs)
         self.callback('before_fit')

@@ -9,7 +9,8 @@ __all__ = ['RELEASED_SELECT_THRESHOLDS', 'init_backbone', 'seed_miou', 'selectio
 import os
 import numpy as np, torch
 import torch.distributed as dist
-from fastcore.script import call_parse, bool_arg
+from fastcore.script import call_parse, bool_arg, store_true
+from .core import cli_errors
 from .weights import load_official_checkpoint
 from .voc import VOC_CLASSES, VOCDataset
 from .config import make_config, build_model, datasets
@@ -69,15 +70,15 @@ def aeft_train(
     select_on:str=None,       # split whose CAM mIoU picks best.pt: 'val' (default for shapes), VOC 'train' (default, as released: the reported split) or 'val', or 'none'
     workers:int=0,            # DataLoader worker processes
     progress:bool_arg=True,   # progress bars
+    debug:store_true=False,   # show the traceback of every error
 ):
     "Train a CAM classifier; `torchrun --nproc_per_node N aeft_train ...` runs it on N processes"
-    try:
+    with cli_errors('aeft_train', debug, (ValueError, OSError, NonFiniteLoss)):
         cfg = make_config(preset, opts, epochs=epochs, warmup=warmup, head=head, aeft=aeft, seed=seed, lr=lr)
         model = build_model(cfg)
         if init: print(f'aeft_train: loaded {init} into the backbone', init_backbone(model, cfg, init))
         train_ds, valid_ds = datasets(cfg, voc_root=voc_root, sbd=sbd)
         cbs = [PlotCB()] + selection(cfg, select_on, valid_ds, voc_root, sbd)
         learn = Learner(model, train_ds, cfg, out, cbs=cbs, progress=progress, num_workers=workers).fit(resume)
-    except (ValueError, FileNotFoundError, FileExistsError, NonFiniteLoss) as e: raise SystemExit(f'aeft_train: {e}')
     if learn.main: print(f'aeft_train: {cfg.epochs} epochs done; log, checkpoint and curves in {learn.out}')
     if dist.is_initialized(): dist.destroy_process_group()   # a gloo group left at exit can abort the process

@@ -12,10 +12,10 @@ import os, re, numpy as np, torch
 from functools import partial
 from collections import namedtuple
 from pathlib import Path
-from fastcore.script import call_parse
+from fastcore.script import call_parse, store_true
 from .gpp import CAMNet
 from .backbones import ResNet38d, resnet38d_cam, official_key, ours_to_official
-from .core import atomic_write
+from .core import atomic_write, cli_errors
 
 # %% ../nbs/04_weights.ipynb #3c57a024
 LoadReport = namedtuple('LoadReport', 'missing unexpected mismatched')
@@ -158,11 +158,11 @@ def mxnet_state_dict(params, shapes=None):
 # %% ../nbs/04_weights.ipynb #133a558b
 @call_parse
 def aeft_convert_mxnet(src:str, # MXNet ResNet-38d parameters (e.g. resnet_38d.params)
-                       dst:str): # the torch state dict to write (e.g. resnet_38d.pth)
+                       dst:str, # the torch state dict to write (e.g. resnet_38d.pth)
+                       debug:store_true=False): # show the traceback of every error
     "Convert MXNet ResNet-38d ImageNet weights to a torch state dict for `aeft.backbones.ResNet38d`"
-    try:
+    with cli_errors('aeft_convert_mxnet', debug):
         sd = mxnet_state_dict(load_mxnet_params(src))
         atomic_write(dst, partial(torch.save, sd))
-    except (OSError, ValueError) as e: raise SystemExit(f"aeft_convert_mxnet: {e}")
     missing = [k for k in resnet38d_shapes() if k not in sd and not k.endswith('num_batches_tracked')]
     print(f"wrote {len(sd)} tensors to {dst}" + (f"; {len(missing)} ResNet-38d keys were not in {src}: {missing[:5]}" if missing else ''))

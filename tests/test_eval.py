@@ -52,13 +52,18 @@ def test_perfect_seeds_score_one(root, tmp_path):
     assert res['chosen_on'] == res['evaluated_on'] == 'train' and 'the split reported: optimistic' in r.stdout
 
 def test_errors(root, tmp_path):
-    r = run('aeft_eval', tmp_path/'none', '--root', root, '--out', tmp_path/'o')   # through the command once
-    assert r.returncode != 0 and 'seed folder' in r.stderr
+    r = run('aeft_eval', tmp_path/'none', '--root', root, '--out', tmp_path/'o')   # through the command once: one line, no traceback
+    assert r.returncode == 1 and 'Traceback' not in r.stderr
+    assert r.stderr.strip().splitlines()[-1] == f'aeft_eval: seed folder {tmp_path/"none"} does not exist (write it with aeft_cam)'
+    r = run('aeft_eval', tmp_path/'none', '--root', root, '--out', tmp_path/'o', '--debug')
+    assert r.returncode == 1 and 'Traceback' in r.stderr and 'FileNotFoundError: seed folder' in r.stderr
     (tmp_path/'s').mkdir()
     def message(**kw):
         with pytest.raises(SystemExit) as e: aeft_eval(str(tmp_path/'s'), root=str(root), out=str(tmp_path/'o'), progress=False, **kw)
         return str(e.value)
-    assert "no seed file for image '2026_000000' of split 'train'" in message()
+    assert f"no seed file for image '2026_000000' in {tmp_path/'s'}" in message()
+    np.save(tmp_path/'s'/'2026_000000.npy', {20: np.zeros((2, 2), np.float32)})           # a 1-based class key: the file is named
+    assert f"seed file {tmp_path/'s'/'2026_000000.npy'} has class keys [20]" in message()
     assert "split 'test' must be one of" in message(split='test')
     assert 'need t_min <= t_max' in message(t_min=0.5, t_max=0.1)
 
