@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['SCALES', 'CPU_BATCH_PIXELS', 'LAYOUTS', 'to_input', 'multiscale_cams', 'predicted_classes', 'seed_maps',
-           'irn_strided', 'seed_file', 'save_seeds', 'load_seeds', 'seed_mask', 'overlay', 'load_cam_model',
-           'check_voc_model', 'ImageFolder', 'infer_seeds', 'aeft_cam']
+           'irn_strided', 'seed_file', 'save_seeds', 'load_seeds', 'seed_stack', 'seed_mask', 'overlay',
+           'load_cam_model', 'check_voc_model', 'ImageFolder', 'infer_seeds', 'aeft_cam']
 
 # %% ../nbs/14_cam.ipynb #e3e42283
 import math, os, time
@@ -128,11 +128,17 @@ def load_seeds(path, num_classes=20):
     return sd
 
 # %% ../nbs/14_cam.ipynb #dd944ea0
+def seed_stack(seeds, size):
+    "(sorted class indices, their maps as one (n, H, W) float32 tensor) of `seeds` ({class: map}); (0, *size) when there are none"
+    keys = sorted(seeds)
+    return keys, (torch.from_numpy(np.stack([np.asarray(seeds[k], np.float32) for k in keys])) if keys else torch.zeros(0, *size))
+
 def seed_mask(seeds, threshold, size):
     "The mask of `seeds` at background `threshold`: 1 + the class of the largest seed where it is above `threshold` (`aeft.metrics.above`), else 0"
     if not seeds: return np.zeros(size, np.uint8)
-    keys = np.array(sorted(seeds)); m = np.stack([seeds[k] for k in keys])
-    return np.where(above(torch.from_numpy(m.max(0)), threshold).numpy(), keys[m.argmax(0)] + 1, 0).astype(np.uint8)
+    keys, m = seed_stack(seeds, size)
+    top, arg = m.max(0)
+    return torch.where(above(top, threshold), torch.tensor(keys)[arg] + 1, 0).numpy().astype(np.uint8)
 
 def overlay(img, seeds, threshold=0.25, alpha=0.55):
     "`img` (PIL) blended with the colours of its seed mask at `threshold`"

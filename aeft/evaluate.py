@@ -15,7 +15,7 @@ from fastprogress.fastprogress import progress_bar
 from .metrics import ThresholdSweep, choose_threshold
 from .core import atomic_write, cli_errors
 from .voc import VOC_CLASSES, voc_root, voc_splits, find_sbd, load_mask
-from .cam import load_seeds, seed_file
+from .cam import load_seeds, seed_file, seed_stack
 
 # %% ../nbs/15_evaluate.ipynb #e671d6ea
 def _split_ids(root, split, sbd):
@@ -39,11 +39,9 @@ def _add(sweep, seeds, voc, sbd, id):
     f = seed_file(seeds, id)
     gt, _ = load_mask(voc, id, sbd)
     if gt is None: raise FileNotFoundError(f"image {id!r} has no ground-truth mask in {voc/'SegmentationClass'} or SBD")
-    sd = load_seeds(f)
-    keys = sorted(sd)
-    maps = np.stack([sd[k] for k in keys]) if keys else np.zeros((0, *gt.shape), np.float32)
+    keys, maps = seed_stack(load_seeds(f), gt.shape)
     if maps.shape[1:] != gt.shape: raise ValueError(f"seed {f} is {tuple(maps.shape[1:])} but the mask of {id!r} is {gt.shape}")
-    sweep.update_image(keys, torch.from_numpy(maps), torch.from_numpy(gt))
+    sweep.update_image(keys, maps, torch.from_numpy(gt))
 
 def seed_sweep(seeds, root, split='train', thresholds=None, sbd=None, progress=True):
     "A `ThresholdSweep` over the seed files `seeds/<id>.npy` of `split` against the ground-truth masks"

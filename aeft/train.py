@@ -16,7 +16,7 @@ from .voc import VOC_CLASSES, VOCDataset
 from .config import make_config, build_model, datasets
 from .learner import Learner, EvalCB, BestCB, PlotCB, NonFiniteLoss
 from .metrics import ThresholdSweep, val_miou
-from .cam import multiscale_cams, seed_maps
+from .cam import multiscale_cams, seed_maps, seed_stack
 
 # %% ../nbs/16_train.ipynb #5c22d932
 def init_backbone(model, cfg, path):
@@ -33,9 +33,7 @@ def seed_miou(ds, thresholds=RELEASED_SELECT_THRESHOLDS, **cam_kwargs):
         sweep = ThresholdSweep(len(VOC_CLASSES) + 1, thresholds)
         for i in range(len(ds)):
             sums, _ = multiscale_cams(model, [ds.image(i)], **cam_kwargs)
-            seeds = seed_maps(sums[0], ds.labels[ds.ids[i]])
-            keys = sorted(seeds)
-            maps = torch.from_numpy(np.stack([seeds[k] for k in keys])) if keys else torch.zeros(0, *sums[0].shape[1:])
+            keys, maps = seed_stack(seed_maps(sums[0], ds.labels[ds.ids[i]]), sums[0].shape[1:])
             sweep.update_image(keys, maps, torch.from_numpy(ds.mask(i)))
         t, m = sweep.best()
         return {'seed_miou': m, 'seed_threshold': t}
