@@ -11,7 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 import numpy as np, torch
 from fastcore.script import call_parse, bool_arg, store_true
-from .core import atomic_write, cli_errors, mask_to_rgb
+from .core import atomic_write, cli_errors, mask_to_rgb, save_figure
 from .erasing import foreground
 from .config import TrainConfig, build_model, datasets
 from .learner import Learner, PlotCB, NonFiniteLoss, read_log
@@ -35,7 +35,7 @@ def _cams_figure(models, ds, fname, n=6):
             axs[i, 2 + j].imshow(img[i]); axs[i, 2 + j].imshow(fg, cmap='jet', alpha=0.5, vmin=0, vmax=1)
     for j, t in enumerate(['image', 'ground truth', *models]): axs[0, j].set_title(t, fontsize=9)
     for ax in axs.flat: ax.axis('off')
-    fig.tight_layout(); fig.savefig(fname, dpi=80)
+    fig.tight_layout(); save_figure(fig, fname, dpi=80)
     return fig
 
 def _curves_figure(runs, fname):
@@ -46,7 +46,7 @@ def _curves_figure(runs, fname):
         rows = [r for r in read_log(path) if r['kind'] == 'epoch']
         for ax, k in zip(axs, ('loss', 'bce')): ax.plot([r['epoch'] for r in rows], [r[k] for r in rows], 'o-', ms=3, color=f'C{i}', label=name)
     for ax, t in zip(axs, ('total loss', 'BCE')): ax.set(xlabel='epoch', title=t); ax.legend(fontsize=8)
-    fig.tight_layout(); fig.savefig(fname, dpi=100)
+    fig.tight_layout(); save_figure(fig, fname)
     return fig
 
 def demo_table(results):
@@ -97,6 +97,6 @@ def aeft_demo(
             if s == 0: models[name], runs[name] = learn.model, learn.log_path
         atomic_write(out/'results.json', lambda f: f.write(json.dumps(dict(config=asdict(cfg0), results=results), indent=1).encode()))
         fig = _cams_figure(models, test, out/'cams.png'); _curves_figure(runs, out/'curves.png')
-        if figure: fig.savefig(figure, dpi=80)
+        if figure: save_figure(fig, figure, dpi=80)
     print(demo_table(results))
     print(f'aeft_demo: results.json, cams.png, curves.png and the runs are in {out.resolve()}')

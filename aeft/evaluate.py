@@ -13,7 +13,7 @@ import numpy as np, torch
 from fastcore.script import call_parse, bool_arg, store_true
 from fastprogress.fastprogress import progress_bar
 from .metrics import ThresholdSweep, choose_threshold
-from .core import atomic_write, cli_errors
+from .core import atomic_write, cli_errors, save_figure
 from .voc import VOC_CLASSES, voc_root, voc_splits, find_sbd, load_mask
 from .cam import load_seeds, seed_file, seed_stack
 
@@ -106,7 +106,7 @@ def plot_curves(res, fname=None):
     ax.axvline(res['threshold'], color='gray', ls='--', lw=0.8, label=f"chosen on {res['chosen_on']}: {res['threshold']:.2f}")
     ax.set(xlabel='background threshold', ylabel='mIoU (%)', title='seed mIoU'); ax.legend(fontsize=8)
     fig.tight_layout()
-    if fname: fig.savefig(fname, dpi=100)
+    if fname: save_figure(fig, fname)
     return fig
 
 # %% ../nbs/15_evaluate.ipynb #d5de6ad4
