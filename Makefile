@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo figures test docs readme lock clean
+.PHONY: demo figures test docs readme lock clean speed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SYSDEPS := /usr/bin/chromium /usr/bin/chromedriver /usr/share/javascript/mathjax/MathJax.js
 
@@ -27,6 +27,10 @@ demo: $(STAMP)
 ## figures: the home page's figure, drawn by the demo's default run (nbs/images/demo_cams.png)
 figures: $(STAMP)
 	$(BIN)/aeft_demo --figure nbs/images/demo_cams.png
+
+## speed: training and CAM-inference images/s and peak memory of ResNet-38d + GPP (fp32, bf16, channels-last, compile) and the released recipe's projected time; SPEED="--warm_batch 1 ..." passes options
+speed: $(STAMP)
+	$(BIN)/python -m aeft.speed $(SPEED)
 
 ## test: aeft/ matches the notebooks, notebooks are clean, every notebook runs, then pytest (docs included)
 test: $(STAMP) $(SYSDEPS)

@@ -57,8 +57,8 @@ def _groups(items, batched, max_batch, max_pixels):
     return chunks
 
 @torch.no_grad()
-def multiscale_cams(model, images, scales=SCALES, flip=True, batched=True, max_batch=16, max_pixels=None, relu_first=False):
-    "Summed CAMs at full resolution, upsampled then ReLU'd (released `infer_multi`; `relu_first`: PSA/IRN's order), (K, H, W) each, and the mean logits (n, K)"
+def multiscale_cams(model, images, scales=SCALES, flip=True, batched=True, max_batch=16, max_pixels=None, relu_first=False, bf16=False, channels_last=False):
+    "Summed CAMs at full resolution, upsampled then ReLU'd (released `infer_multi`; `relu_first`: PSA/IRN's order), (K, H, W) each, and the mean logits (n, K); `bf16`: forwards under bfloat16 autocast; `channels_last`: inputs in that layout"
     if not scales: raise ValueError("`scales` must hold at least one scale")
     model.eval()
     device = next(model.parameters()).device
@@ -66,7 +66,9 @@ def multiscale_cams(model, images, scales=SCALES, flip=True, batched=True, max_b
     sizes = [TF.get_size(TF.pil_to_tensor(im) if isinstance(im, Image.Image) else im) for im in images]
     sums, logits = [None]*len(images), [0.]*len(images)
     for group in _groups(list(_inputs(images, scales, flip)), batched, max_batch, max_pixels):
-        cam, logit, _ = model(torch.stack([x for _, _, x in group]).to(device))
+        x = torch.stack([x for _, _, x in group]).to(device)
+        with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+            cam, logit, _ = model(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
         for (i, flipped, _), c, l in zip(group, cam.float(), logit.float()):
             c = c.flip(-1) if flipped else c
             if relu_first: c = F.relu(c)
@@ -177,16 +179,18 @@ class ImageFolder:
     def image(self, i): return load_image(self.files[i])
 
 def infer_seeds(model, ds, out, scales=SCALES, flip=True, layout='psa', overlays=False, predict=False,
-                images_per_batch=4, max_batch=16, max_pixels=None, progress=True, relu_first=False):
-    "Seeds of every image of `ds` in `out` (a seed file per id, `seed_file`; overlays in `out/overlay`); returns the number written"
+                images_per_batch=4, max_batch=16, max_pixels=None, progress=True, relu_first=False, bf16=False, channels_last=False):
+    "Seeds of every image of `ds` in `out` (a seed file per id, `seed_file`; overlays in `out/overlay`); returns the number written; `bf16`, `channels_last`: see `multiscale_cams` (`channels_last` converts `model`)"
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     if overlays: (out/'overlay').mkdir(exist_ok=True)
     labels = None if predict else getattr(ds, 'labels', None)
     todo = [i for i in range(len(ds)) if not seed_file(out, ds.ids[i], layout).exists()]
     chunks = [todo[j:j + images_per_batch] for j in range(0, len(todo), images_per_batch)]
+    if channels_last: model.to(memory_format=torch.channels_last)
     for chunk in progress_bar(chunks, leave=False) if progress else chunks:
         imgs = [ds.image(i) for i in chunk]
-        sums, logits = multiscale_cams(model, imgs, scales, flip, max_batch=max_batch, max_pixels=max_pixels, relu_first=relu_first)
+        sums, logits = multiscale_cams(model, imgs, scales, flip, max_batch=max_batch, max_pixels=max_pixels, relu_first=relu_first,
+                                       bf16=bf16, channels_last=channels_last)
         for i, img, s, l in zip(chunk, imgs, sums, logits):
             if not (s.isfinite().all() and l.isfinite().all()):
                 raise ValueError(f"the CAMs of image {ds.ids[i]!r} are not finite (NaN or inf): the network's weights or input are broken; no seed written for it")
@@ -217,6 +221,8 @@ def aeft_cam(
     max_batch:int=16,          # largest batch of one forward
     max_pixels:int=None,       # most input pixels in one batch (default: CPU_BATCH_PIXELS on a CPU, no limit on a GPU)
     device:str='auto',         # 'auto', 'cpu' or 'cuda'
+    bf16:bool_arg=False,       # forwards under bfloat16 autocast (faster on GPUs and AMX CPUs; seeds differ slightly, see the CAM chapter)
+    channels_last:bool_arg=False, # network and inputs in channels-last memory layout (same seeds to float rounding)
     progress:bool_arg=True,    # progress bar
     debug:store_true=False,    # show the traceback of every error
 ):
@@ -229,5 +235,5 @@ def aeft_cam(
         ds = ImageFolder(images) if images else VOCDataset(root or os.environ.get('AEFT_VOC_ROOT'), split, sbd, verbose=True, labels=labels)
         t = time.time()
         n = infer_seeds(model, ds, out, tuple(float(s) for s in scales.split(',')), flip, layout, overlays, predict,
-                        images_per_batch, max_batch, max_pixels, progress, relu_first)
+                        images_per_batch, max_batch, max_pixels, progress, relu_first, bf16, channels_last)
     print(f'aeft_cam: {n} seed files written to {out} ({len(ds) - n} already there) in {time.time() - t:.1f}s')

@@ -56,6 +56,8 @@ class TrainConfig:
     power: float = 0.9
     seed: int = 5137
     bf16: bool = False              # bfloat16 autocast for the forward pass
+    channels_last: bool = False     # network and input images in channels-last memory layout (faster convolutions on GPUs and AMX CPUs)
+    compile: bool = False           # train the network through torch.compile
     device: str = 'auto'            # 'auto' (a GPU when there is one), 'cpu' or 'cuda'
     n_train: int = 3000             # synthetic data only: training images,
     n_val: int = 500                # validation (and test) images,

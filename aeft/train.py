@@ -14,7 +14,7 @@ from .core import cli_errors
 from .weights import load_official_checkpoint
 from .voc import VOC_CLASSES, VOCDataset
 from .config import make_config, build_model, datasets
-from .learner import Learner, EvalCB, BestCB, PlotCB, NonFiniteLoss
+from .learner import Learner, EvalCB, BestCB, PlotCB, NonFiniteLoss, loader_kwargs, pick_device
 from .metrics import ThresholdSweep, val_miou
 from .cam import multiscale_cams, seed_maps, seed_stack
 
@@ -66,7 +66,9 @@ def aeft_train(
     lr:float=None,            # TrainConfig.lr
     opts:str='',              # any other TrainConfig or AEFTConfig fields, e.g. "width=8 bins=(2,4,8) order=fine_to_coarse device=cpu"
     select_on:str=None,       # split whose CAM mIoU picks best.pt: 'val' (default for shapes), VOC 'train' (default, as released: the reported split) or 'val', or 'none'
-    workers:int=0,            # DataLoader worker processes
+    workers:int=0,            # DataLoader worker processes (kept for the whole run; 0: loading in the training process, resumes bit-exact)
+    prefetch:int=4,           # batches each worker prepares ahead
+    persistent_workers:bool_arg=True, # keep the workers between epochs (with workers > 0)
     progress:bool_arg=True,   # progress bars
     debug:store_true=False,   # show the traceback of every error
 ):
@@ -77,6 +79,7 @@ def aeft_train(
         if init: print(f'aeft_train: loaded {init} into the backbone', init_backbone(model, cfg, init))
         train_ds, valid_ds = datasets(cfg, voc_root=voc_root, sbd=sbd)
         cbs = [PlotCB()] + selection(cfg, select_on, valid_ds, voc_root, sbd)
-        learn = Learner(model, train_ds, cfg, out, cbs=cbs, progress=progress, num_workers=workers).fit(resume)
+        learn = Learner(model, train_ds, cfg, out, cbs=cbs, progress=progress,
+                        **loader_kwargs(pick_device(cfg), workers, prefetch, persistent_workers)).fit(resume)
     if learn.main: print(f'aeft_train: {cfg.epochs} epochs done; log, checkpoint and curves in {learn.out}')
     if dist.is_initialized(): dist.destroy_process_group()   # a gloo group left at exit can abort the process

@@ -84,7 +84,7 @@ def build_docs():
 
 BOOK = ['Ground floor', "GAP's failure modes", 'Gated Pyramid Pooling', 'Backbones and weights', 'Erasing', 'Triplet', 'Data',
         'Training', 'CAMs and metrics', 'Commands', 'The benchmark study', 'The VOC pipeline',
-        'Fidelity to the released code']
+        'Fidelity to the released code', 'Speed']
 
 def test_sidebar_reads_as_the_book(site, browser):
     "nbs/sidebar.yml holds every notebook once, numbered in reading order, in the story's sections, and the pages show them"
