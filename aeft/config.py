@@ -102,10 +102,6 @@ class TrainConfig:
         return cls(**{**dict(data='shapes', num_classes=6, image_size=64, backbone='tiny', width=16, epochs=24, warmup=12,
                              batch_size=16, aeft_batch_size=32, lr=0.05, optimizer='corrected', freeze_bn=False), **kwargs})
 
-    def model(self):
-        "The fields of `MODEL_FIELDS`: the description of the network"
-        return {k: getattr(self, k) for k in MODEL_FIELDS}
-
 # %% ../nbs/11_config.ipynb #3197e9a3
 def build_model(cfg):
     "The `CAMNet` that `cfg` describes (backbone and its switches, head, GPP bins/mode/order), initialised from `cfg.seed`"
