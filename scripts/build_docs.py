@@ -48,7 +48,7 @@ main{max-width:56rem;padding:1.5rem 2.5rem;min-width:0}
 h1.title{margin-bottom:.2rem}.description{color:#6c757d;font-size:1.1rem;margin-top:0}
 pre{background:#f6f8fa;padding:.7rem;overflow:auto;border-radius:4px;font-size:.85rem}
 code{font-size:.9em}.output_area pre{background:#fff;border-left:3px solid #dee2e6}
-img{max-width:100%}table{border-collapse:collapse}td,th{border:1px solid #dee2e6;padding:.25rem .5rem}
+img{max-width:100%;height:auto}table{border-collapse:collapse}td,th{border:1px solid #dee2e6;padding:.25rem .5rem}
 footer{display:flex;justify-content:space-between;margin:3rem 0 1rem;border-top:1px solid #dee2e6;padding-top:1rem}
 """
 

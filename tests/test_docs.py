@@ -51,6 +51,9 @@ def test_every_page_has_working_links_and_images(site, browser):
         open_page(browser, site + name)
         imgs = browser.execute_script("return [...document.images].map(i => [i.src, i.complete && i.naturalWidth > 0])")
         assert all(ok for _, ok in imgs), f'{name}: broken images {[s[:80] for s, ok in imgs if not ok]}'
+        shapes = browser.execute_script("return [...document.images].filter(i => i.width > 0).map(i => [i.width, i.height, i.naturalWidth, i.naturalHeight])")
+        squeezed = [s for s in shapes if abs(s[0]/s[1] - s[2]/s[3]) > 0.02*s[2]/s[3] + 1/s[1]]   # drawn at another aspect ratio
+        assert not squeezed, f'{name}: figures drawn at the wrong aspect ratio (width, height, natural width, natural height): {squeezed}'
         assert not browser.find_elements('css selector', '.MathJax_Error, merror'), f'{name}: MathJax error'
         ids[name] = set(browser.execute_script("return [...document.querySelectorAll('[id]')].map(e => e.id)"))
         links += [(name, h) for h in browser.execute_script("return [...document.querySelectorAll('a[href]')].map(a => a.href)")]
