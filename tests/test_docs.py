@@ -64,6 +64,16 @@ def test_every_page_has_working_links_and_images(site, browser):
         assert target in ids, f'{name}: broken link {href}'
         assert not u.fragment or u.fragment in ids[target], f'{name}: link {href} points to a missing anchor'
 
+def test_pages_speak_of_the_method_only(site):
+    "The rendered text of every page (scripts, styles and tags removed) has no words about how the project is run"
+    import html, re
+    words = re.compile(r'\b(goals?|issues?|sessions?|lent to)\b', re.I)
+    found = {}
+    for page in SITE.glob('*.html'):
+        text = html.unescape(re.sub(r'<[^>]+>', ' ', re.sub(r'<(script|style)\b.*?</\1>', ' ', page.read_text(), flags=re.S)))
+        if hits := [' '.join(text[max(0, m.start() - 40):m.end() + 20].split()) for m in words.finditer(text)]: found[page.name] = hits
+    assert not found, found
+
 def test_gpp_equations_are_typeset_and_screenshots_saved(site, browser):
     shots = SITE/'screenshots'; shots.mkdir(exist_ok=True)
     open_page(browser, site + 'index.html')
