@@ -5,7 +5,8 @@
 # %% auto #0
 __all__ = ['SPEED_FIELDS', 'freeze_bn', 'max_steps', 'world', 'epoch_loader', 'train_steps', 'rng_state', 'set_rng_state',
            'NonFiniteLoss', 'pick_device', 'init_distributed', 'to_device', 'loader_kwargs', 'compile_errors',
-           'Callback', 'ProgressCB', 'EvalCB', 'Learner', 'read_log', 'plot_log', 'PlotCB', 'load_checkpoint', 'BestCB']
+           'step_loss', 'optimise', 'Callback', 'ProgressCB', 'EvalCB', 'Learner', 'read_log', 'plot_log', 'PlotCB',
+           'load_checkpoint', 'BestCB']
 
 # %% ../nbs/12_learner.ipynb #6f89e383
 import contextlib, json, os, random, time
@@ -108,6 +109,17 @@ def compile_errors(enabled):
         raise RuntimeError(f"TrainConfig.compile=True, but torch.compile fails on this machine ({type(e).__name__}: "
                            f"{str(e).strip().splitlines()[0][:300]}); train without compile=True") from e
 
+def step_loss(net, step, batch, cfg, device):
+    "`step`'s (loss, logs) on `batch`, moved to `device` in `cfg`'s layout and run under its bfloat16 autocast and compile guard"
+    with compile_errors(cfg.compile), torch.autocast(torch.device(device).type, torch.bfloat16, enabled=cfg.bf16):
+        return step(net, to_device(batch, device, cfg.channels_last), cfg)
+
+def optimise(loss, opt, sched, cfg):
+    "Back-propagate `loss` (under the compile guard) and take one optimiser and one schedule step"
+    opt.zero_grad()
+    with compile_errors(cfg.compile): loss.backward()
+    opt.step(); sched.step()
+
 # %% ../nbs/12_learner.ipynb #03515309
 class Callback:
     "A concern beside the loop: any of `before_fit`, `before_epoch`, `after_epoch`, `after_fit(learn)`; lower `order` runs first"
@@ -179,15 +191,12 @@ class Learner:
         self.callback('before_epoch')
         sums, n, t0 = {}, 0, time.time()
         for batch in self.dl:
-            with compile_errors(cfg.compile), torch.autocast(self.device.type, torch.bfloat16, enabled=cfg.bf16):
-                loss, logs = step(self.net, to_device(batch, self.device, cfg.channels_last), cfg)
+            loss, logs = step_loss(self.net, step, batch, cfg, self.device)
             vals, lr = self.reduce({'loss': loss, **logs}), self.opt.param_groups[0]['lr']
             if not all(np.isfinite(list(vals.values()))):
                 raise NonFiniteLoss(f"non-finite loss at epoch {epoch}, step {self.step + 1}: {vals}. Stopped; the last "
                                     f"good checkpoint {self.ckpt} (after {self.epoch} epochs) is kept. Lower the lr or check the data.")
-            self.opt.zero_grad()
-            with compile_errors(cfg.compile): loss.backward()
-            self.opt.step(); self.sched.step()
+            optimise(loss, self.opt, self.sched, cfg)
             self.step += 1; n += 1
             self.write(dict(kind='step', epoch=epoch, step=self.step, lr=lr, **vals))
             for k, v in vals.items(): sums[k] = sums.get(k, 0.) + v

@@ -12,7 +12,7 @@ import numpy as np, torch
 from fastcore.script import call_parse
 from .config import build_model, make_config
 from .optim import make_optimizer
-from .learner import train_steps, freeze_bn, to_device, compile_errors
+from .learner import train_steps, freeze_bn, step_loss, optimise
 from .cam import multiscale_cams
 
 # %% ../nbs/21_speed.ipynb #81fc9d99
@@ -48,13 +48,7 @@ def train_speed(batch_size, aeft=False, mode='fp32', image_size=320, steps=2, wa
     y = torch.zeros(batch_size, cfg.num_classes); y[torch.arange(batch_size), torch.randint(cfg.num_classes, (batch_size,), generator=g)] = 1
     model.train(); freeze_bn(model)
     reset_peak(device)
-    def one():
-        batch = to_device((x, y), device, cfg.channels_last)
-        with compile_errors(cfg.compile), torch.autocast(torch.device(device).type, torch.bfloat16, enabled=cfg.bf16):
-            loss, _ = step(net, batch, cfg)
-        opt.zero_grad()
-        with compile_errors(cfg.compile): loss.backward()
-        opt.step(); sched.step()
+    def one(): optimise(step_loss(net, step, (x, y), cfg, device)[0], opt, sched, cfg)
     t = time.perf_counter()
     for _ in range(warmup_steps): one()
     _sync(device); first = time.perf_counter() - t; t = time.perf_counter()
