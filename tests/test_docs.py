@@ -96,7 +96,8 @@ def build_docs():
     return mod
 
 BOOK = ['Ground floor', "GAP's failure modes", 'Gated Pyramid Pooling', 'Backbones and weights', 'Erasing', 'Triplet', 'Data',
-        'Training', 'CAMs and metrics', 'Commands', 'The benchmark study', 'The VOC pipeline',
+        'Training', 'CAMs and metrics', 'Commands', 'Pseudo masks', 'Segmentation', 'The benchmark study', 'The VOC pipeline',
+        'The COCO pipeline',
         'Fidelity to the released code', 'Speed']
 
 def test_sidebar_reads_as_the_book(site, browser):
