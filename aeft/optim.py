@@ -47,11 +47,9 @@ def new_layers(model):
     return [m for m in (model.classifier, model.gpp) if m is not None]
 
 def make_optimizer(model, max_step, lr=0.01, weight_decay=5e-4, setting='released', new=None, power=0.9):
-    "SGD over `param_groups(model)` and its poly scheduler, in the 'released' or the 'corrected' setting"
+    "SGD over `param_groups(model)` and its poly scheduler, in the 'released' or the 'corrected' setting; `new`: layers at 10×/20× `lr` (default: none when 'released', `new_layers` when 'corrected')"
     if setting not in SETTINGS: raise ValueError(f"`setting` must be one of {SETTINGS}, got {setting!r}")
-    if setting == 'released':
-        if new: raise ValueError("the 'released' setting has empty new-layer groups; use setting='corrected' to pass `new`")
-        new, momentum = (), weight_decay  # the released code's positional slip: weight decay in the momentum slot
+    if setting == 'released': new, momentum = (new or ()), weight_decay  # the released code's positional slip: weight decay in the momentum slot
     else: new, momentum = (new_layers(model) if new is None else new), 0.9
     opt = torch.optim.SGD(param_groups(model, lr, weight_decay, new), lr=lr, momentum=momentum)
     return opt, poly_scheduler(opt, max_step, power)

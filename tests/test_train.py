@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest, torch
 from torch.utils.data import TensorDataset
 from aeft.config import TrainConfig, build_model
-from aeft.learner import Learner, NonFiniteLoss, read_log
+from aeft.learner import Learner, NonFiniteLoss, classifier_phases, read_log
 from aeft.step import bce_step
 
 BIN = Path(sys.executable).parent
@@ -85,7 +85,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     cfg = TrainConfig.synthetic(epochs=4, warmup=4, image_size=32, width=4, batch_size=8)
     Learner(build_model(cfg), toy(), cfg, tmp_path/'clean', progress=False).fit()
     bad = nan_after(2*8 + 3)                             # 8 steps per epoch: NaN in the 4th step of epoch 2
-    learn = Learner(build_model(cfg), toy(), cfg, tmp_path/'bad', steps=(bad, bad), progress=False)
+    learn = Learner(build_model(cfg), toy(), cfg, tmp_path/'bad', phases=classifier_phases(cfg, (bad, bad)), progress=False)
     with pytest.raises(NonFiniteLoss, match=r'non-finite loss at epoch 2, step 19.*last good checkpoint .*last.pt \(after 2 epochs\)'):
         learn.fit()
     ck = torch.load(tmp_path/'bad/last.pt', weights_only=False)
