@@ -33,7 +33,7 @@ def test_bad_options_stop_with_the_field_named(tmp_path):
     for f, kw, msg in [(aeft_demo, dict(methods='gap,cam'), "`methods` must be a comma-separated subset of ['gap', 'gpp', 'aeft'], got 'gap,cam'"),
                        (aeft_demo, dict(epochs=0), 'TrainConfig.epochs must be at least 1'),
                        (aeft_train, dict(opts='bins=(4,2)'), 'TrainConfig.bins must be at least two strictly increasing'),
-                       (aeft_train, dict(preset='coco'), "`preset` must be 'synthetic' or 'voc', got 'coco'"),
+                       (aeft_train, dict(preset='city'), "`preset` must be one of ('synthetic', 'voc', 'coco'), got 'city'"),
                        (aeft_train, dict(preset='voc', voc_root=str(tmp_path/'none')), 'VOC root not found'),
                        (aeft_train, dict(init='w.pth'), "`init` needs backbone='resnet38d'")]:
         with pytest.raises(SystemExit, match=re.escape(msg)): f(out=str(tmp_path), **kw)
