@@ -13,6 +13,7 @@ from fastcore.script import call_parse, bool_arg, store_true
 from .core import cli_errors
 from .weights import load_official_checkpoint
 from .voc import VOC_CLASSES, VOCDataset
+from .coco import COCODataset
 from .config import make_config, build_model, datasets
 from .learner import Learner, EvalCB, BestCB, PlotCB, NonFiniteLoss, loader_kwargs, pick_device
 from .metrics import ThresholdSweep, val_miou
@@ -27,10 +28,10 @@ def init_backbone(model, cfg, path):
 # %% ../nbs/17_train.ipynb #0ee571e9
 RELEASED_SELECT_THRESHOLDS = tuple(np.round(np.arange(0.10, 0.295, 0.01), 2))   # 0.10-0.29: eval_in_script in the released train.py
 
-def seed_miou(ds, thresholds=RELEASED_SELECT_THRESHOLDS, **cam_kwargs):
-    "An `evaluate` for `EvalCB`: best mIoU over `thresholds` of the multi-scale seeds of VOC dataset `ds` (labels, masks): {'seed_miou', 'seed_threshold'}"
+def seed_miou(ds, thresholds=RELEASED_SELECT_THRESHOLDS, num_classes=len(VOC_CLASSES), **cam_kwargs):
+    "An `evaluate` for `EvalCB`: best mIoU over `thresholds` of the multi-scale seeds of the VOC or COCO dataset `ds` (labels, masks; `num_classes` classes): {'seed_miou', 'seed_threshold'}"
     def evaluate(model):
-        sweep = ThresholdSweep(len(VOC_CLASSES) + 1, thresholds)
+        sweep = ThresholdSweep(num_classes + 1, thresholds)
         for i in range(len(ds)):
             sums, _ = multiscale_cams(model, [ds.image(i)], **cam_kwargs)
             keys, maps = seed_stack(seed_maps(sums[0], ds.labels[ds.ids[i]]), sums[0].shape[1:])
@@ -40,21 +41,23 @@ def seed_miou(ds, thresholds=RELEASED_SELECT_THRESHOLDS, **cam_kwargs):
     return evaluate
 
 # %% ../nbs/17_train.ipynb #e7668052
-def selection(cfg, select_on, valid_ds, voc_root=None, sbd=None):
+def selection(cfg, select_on, valid_ds, voc_root=None, sbd=None, coco_root=None):
     "The callbacks that score each epoch on the split `select_on` and keep the best in `best.pt` (see `aeft_train`)"
-    sel = select_on or ('val' if cfg.data == 'shapes' else 'train')
+    sel = select_on or dict(shapes='val', voc='train', coco='none')[cfg.data]
     ok = ('val', 'none') if cfg.data == 'shapes' else ('train', 'val', 'none')
     if sel not in ok: raise ValueError(f"`select_on` must be one of {ok} for data {cfg.data!r}, got {select_on!r}")
     if sel == 'none': return [EvalCB(val_miou(valid_ds, cfg.num_classes))] if valid_ds else []
     if cfg.data == 'shapes': return [EvalCB(val_miou(valid_ds, cfg.num_classes)), BestCB('val_miou')]
-    ds = VOCDataset(voc_root or os.environ.get('AEFT_VOC_ROOT'), sel, sbd or os.environ.get('AEFT_SBD'), labels=cfg.labels)
-    return [EvalCB(seed_miou(ds), start=max(cfg.warmup - 1, 0)), BestCB('seed_miou')]
+    if cfg.data == 'coco': ds = COCODataset(coco_root or os.environ.get('AEFT_COCO_ROOT'), sel)
+    else: ds = VOCDataset(voc_root or os.environ.get('AEFT_VOC_ROOT'), sel, sbd or os.environ.get('AEFT_SBD'), labels=cfg.labels)
+    return [EvalCB(seed_miou(ds, num_classes=cfg.num_classes), start=max(cfg.warmup - 1, 0)), BestCB('seed_miou')]
 
 @call_parse
 def aeft_train(
     out:str='runs/train',     # output folder: config.json, log.jsonl, last.pt, curves.png
-    preset:str='synthetic',   # 'synthetic' (shapes data, tiny backbone, CPU) or 'voc' (the released recipe)
+    preset:str='synthetic',   # 'synthetic' (shapes data, tiny backbone, CPU), 'voc' (the released recipe) or 'coco' (MS-COCO 2014, TrainConfig.coco)
     voc_root:str=None,        # VOC root for preset voc (VOCdevkit, its parent or VOC2012); default $AEFT_VOC_ROOT
+    coco_root:str=None,       # COCO 2014 folder for preset coco (train2014/, val2014/, annotations/); default $AEFT_COCO_ROOT
     sbd:str=None,             # SBD's released folder, for train_aug without SegmentationClassAug; default $AEFT_SBD
     init:str=None,            # converted ImageNet weights for the ResNet-38d backbone (aeft_convert_mxnet's output)
     resume:bool_arg=False,    # continue OUT/last.pt if there is one
@@ -65,7 +68,7 @@ def aeft_train(
     seed:int=None,            # TrainConfig.seed
     lr:float=None,            # TrainConfig.lr
     opts:str='',              # any other TrainConfig or AEFTConfig fields, e.g. "width=8 bins=(2,4,8) order=fine_to_coarse device=cpu"
-    select_on:str=None,       # split whose CAM mIoU picks best.pt: 'val' (default for shapes), VOC 'train' (default, as released: the reported split) or 'val', or 'none'
+    select_on:str=None,       # split whose CAM mIoU picks best.pt: 'val' (default for shapes), VOC 'train' (default, as released: the reported split) or 'val', COCO 'train' or 'val', or 'none' (default for COCO)
     workers:int=0,            # DataLoader worker processes (kept for the whole run; 0: loading in the training process, resumes bit-exact)
     prefetch:int=4,           # batches each worker prepares ahead
     persistent_workers:bool_arg=True, # keep the workers between epochs (with workers > 0)
@@ -77,8 +80,8 @@ def aeft_train(
         cfg = make_config(preset, opts, epochs=epochs, warmup=warmup, head=head, aeft=aeft, seed=seed, lr=lr)
         model = build_model(cfg)
         if init: print(f'aeft_train: loaded {init} into the backbone', init_backbone(model, cfg, init))
-        train_ds, valid_ds = datasets(cfg, voc_root=voc_root, sbd=sbd)
-        cbs = [PlotCB()] + selection(cfg, select_on, valid_ds, voc_root, sbd)
+        train_ds, valid_ds = datasets(cfg, voc_root=voc_root, sbd=sbd, coco_root=coco_root)
+        cbs = [PlotCB()] + selection(cfg, select_on, valid_ds, voc_root, sbd, coco_root)
         learn = Learner(model, train_ds, cfg, out, cbs=cbs, progress=progress,
                         **loader_kwargs(pick_device(cfg), workers, prefetch, persistent_workers)).fit(resume)
     if learn.main: print(f'aeft_train: {cfg.epochs} epochs done; log, checkpoint and curves in {learn.out}')
