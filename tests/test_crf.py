@@ -1,0 +1,179 @@
+"Dense CRF: a hand-made image whose answer is known; aeft_crf end to end on a VOC-format fixture and on the genuine VOC sample, resume, and its errors"
+import hashlib, json, os, shutil, signal, subprocess, sys, time
+from pathlib import Path
+import numpy as np, pytest
+from PIL import Image
+from scipy.ndimage import gaussian_filter
+from aeft.voc import write_tiny_voc, voc_root, find_sbd, load_mask, voc_splits
+from aeft.cam import save_seeds, load_seeds
+from aeft.crf import dense_crf, crf_seeds, crf_folder, load_crf, aeft_crf, run_crf, MANIFEST, GAUSSIAN, BILATERAL
+from aeft.evaluate import scores_to_mask, evaluate_masks, aeft_eval
+
+pytestmark = pytest.mark.filterwarnings('ignore:VOC split')
+BIN = Path(sys.executable).parent
+SAMPLE = Path(__file__).parent/'data'/'voc-sample'
+
+def run(*args): return subprocess.run([str(BIN/args[0]), *map(str, args[1:])], capture_output=True, text=True)
+
+def soft_seeds(mask, sigma=2.0):
+    "Seeds {class: map} from a label mask: each class's region blurred and max-normalised (a seed that spills over the borders)"
+    maps = {int(v) - 1: gaussian_filter((mask == v).astype(np.float32), sigma) for v in np.unique(mask) if 0 < v < 255}
+    return {k: (m/(m.max() + 1e-5)).astype(np.float32) for k, m in maps.items()}
+
+def write_seeds(root, ids, folder, layout='psa'):
+    voc = voc_root(root); sbd = find_sbd(voc)
+    folder.mkdir(parents=True, exist_ok=True)
+    for id in ids: save_seeds(soft_seeds(load_mask(voc, id, sbd)[0]), folder/f"{id}{'.npz' if layout == 'npz' else '.npy'}", layout)
+    return folder
+
+def tree_digest(folder):
+    "sha256 of every file's path and bytes under `folder`"
+    h = hashlib.sha256()
+    for p in sorted(Path(folder).rglob('*')):
+        if p.is_file(): h.update(str(p.relative_to(folder)).encode()); h.update(p.read_bytes())
+    return h.hexdigest()
+
+@pytest.fixture(scope='module')
+def fixture(tmp_path_factory):
+    t = tmp_path_factory.mktemp('crf')
+    root = write_tiny_voc(t/'data', sbd='png')
+    ids = voc_splits(root, verbose=False)['train_aug']
+    return root, ids, write_seeds(root, ids, t/'seeds')
+
+def test_crf_follows_the_regions_of_a_hand_made_image():
+    "A red square on a blue ground; the seed is the square blurred (spilling over its border) with uniform noise ±0.3: the CRF's labels are the square"
+    rng = np.random.default_rng(0)
+    img = np.zeros((48, 64, 3), np.uint8); img[...] = (40, 60, 190)
+    truth = np.zeros((48, 64), np.uint8); truth[12:36, 16:48] = 8           # VOC label 8: cat, class 7
+    img[truth > 0] = (200, 40, 40)
+    seed = np.clip(gaussian_filter((truth > 0).astype(np.float32), 2) + rng.uniform(-0.3, 0.3, truth.shape), 0, 1).astype(np.float32)
+    seed /= seed.max() + 1e-5
+    assert (np.where(seed > 0.5, 8, 0) != truth).sum() > 50                 # the seed alone is visibly wrong
+    for alpha in (2, 4):
+        out = crf_seeds(img, {7: seed}, alpha)
+        assert sorted(out) == [0, 8] and all(v.dtype == np.float32 and v.shape == truth.shape for v in out.values())
+        np.testing.assert_allclose(out[0] + out[8], 1, atol=1e-5)
+        np.testing.assert_array_equal(scores_to_mask(out), truth)
+    high = scores_to_mask(crf_seeds(img, {7: seed}, 21))                  # a background of (1 - seed)^21 loses wherever the seed is not ~0
+    assert (high[truth > 0] == 8).all() and (high[truth == 0] == 8).sum() > 0
+
+def test_more_iterations_only_from_the_same_start():
+    "t = 0 is the normalised unary; each call is deterministic"
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    p = rng.random((3, 20, 30)).astype(np.float32)
+    np.testing.assert_allclose(dense_crf(img, p, t=0), p/p.sum(0), rtol=1e-5)
+    np.testing.assert_array_equal(dense_crf(img, p, t=5), dense_crf(img, p, t=5))
+
+def test_aeft_crf_end_to_end(fixture, tmp_path):
+    root, ids, seeds = fixture
+    r = run('aeft_crf', seeds, '--root', root, '--out', tmp_path/'crf', '--workers', 2, '--progress', 'False')
+    assert r.returncode == 0, r.stderr
+    assert f'aeft_crf: {len(ids)} images run at alphas 2, 21' in r.stdout and '2 processes' in r.stdout
+    for a in (2, 21):
+        folder = crf_folder(tmp_path/'crf', a)
+        assert folder == tmp_path/'crf'/f'{a:02d}'
+        m = json.loads((folder/MANIFEST).read_text())
+        assert (m['alpha'], m['t'], m['gaussian'], m['bilateral'], m['layout'], m['num_classes']) == (a, 10, GAUSSIAN, BILATERAL, 'psa', 20)
+        assert m['seeds'] == str(seeds.resolve())
+        assert sorted(p.stem for p in folder.glob('*.npy')) == sorted(ids) and not [p for p in folder.iterdir() if p.name.startswith('.')]
+        for id in ids:
+            sd, c = load_seeds(seeds/f'{id}.npy'), load_crf(folder, id)
+            assert sorted(c) == [0] + [k + 1 for k in sorted(sd)]
+            assert all(v.dtype == np.float32 and v.shape == sd[min(sd)].shape for v in c.values())
+            np.testing.assert_allclose(sum(c.values()), 1, atol=1e-5)
+    # one process writes the same files as two
+    assert run_crf(seeds, root, tmp_path/'one', ids, workers=1, progress=False) == len(ids)
+    for a in (2, 21):
+        for id in ids: assert (tmp_path/'one'/f'{a:02d}'/f'{id}.npy').read_bytes() == (tmp_path/'crf'/f'{a:02d}'/f'{id}.npy').read_bytes()
+    # a higher alpha gives the background less: its foreground contains the low alpha's
+    fg = lambda a, id: scores_to_mask(load_crf(tmp_path/'crf'/f'{a:02d}', id)) > 0
+    assert all((fg(2, id) <= fg(21, id)).all() for id in ids) and sum((fg(2, id) < fg(21, id)).sum() for id in ids) > 0
+
+def test_crf_outputs_scored_by_aeft_eval(fixture, tmp_path, capsys):
+    root, ids, seeds = fixture
+    train = voc_splits(root, verbose=False)['train']
+    run_crf(seeds, root, tmp_path/'crf', train, alphas=[21], progress=False)
+    aeft_eval(masks=str(tmp_path/'crf'/'21'), root=str(root), out=str(tmp_path/'eval'), progress=False)
+    res = json.loads((tmp_path/'eval'/'mask_eval.json').read_text())
+    assert (res['evaluated_on'], res['images'], res['kind']) == ('train', 8, 'CRF outputs (argmax)') and res['miou'] > 0.5
+    out = capsys.readouterr().out
+    assert 'CRF outputs (argmax) in' in out and '8 images of train' in out
+
+def test_resume_skips_what_exists(fixture, tmp_path):
+    root, ids, seeds = fixture
+    assert run_crf(seeds, root, tmp_path/'crf', ids[:3], progress=False) == 3
+    keep = tmp_path/'crf'/'02'/f'{ids[0]}.npy'
+    os.utime(keep, ns=(0, 0))
+    (tmp_path/'crf'/'21'/f'{ids[1]}.npy').unlink()
+    assert run_crf(seeds, root, tmp_path/'crf', ids[:4], progress=False) == 2    # ids[1] (alpha 21 only) and ids[3]
+    assert keep.stat().st_mtime_ns == 0
+    assert all((tmp_path/'crf'/f'{a:02d}'/f'{id}.npy').is_file() for a in (2, 21) for id in ids[:4])
+
+def test_resume_after_sigkill(tmp_path):
+    "The genuine VOC sample (copied; the copy in the repository is never written): killed after its first output, a second run completes the rest"
+    root = tmp_path/'sample'; shutil.copytree(SAMPLE, root)
+    before = tree_digest(SAMPLE)
+    ids = voc_splits(root, verbose=False)['train'][:2]
+    seeds = write_seeds(root, ids, tmp_path/'seeds')
+    p = subprocess.Popen([str(BIN/'aeft_crf'), seeds, '--root', root, '--ids', _ids_file(tmp_path, ids), '--out', tmp_path/'crf', '--workers', '1', '--progress', 'False'],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    t0 = time.time()
+    while not list((tmp_path/'crf').glob('*/*.npy')) and time.time() - t0 < 60 and p.poll() is None: time.sleep(0.05)
+    p.send_signal(signal.SIGKILL); p.wait()
+    done = list((tmp_path/'crf').glob('*/*.npy'))
+    assert 0 < len(done) < 2*len(ids)
+    for f in done: load_crf(f.parent, f.stem)                                # every file there is whole
+    whole = {f.stem for f in done if (tmp_path/'crf'/'02'/f.name).exists() and (tmp_path/'crf'/'21'/f.name).exists()}
+    assert run_crf(seeds, root, tmp_path/'crf', ids, workers=2, progress=False) == len(ids) - len(whole)
+    assert all(sorted(p.stem for p in (tmp_path/'crf'/a).glob('*.npy')) == sorted(ids) for a in ('02', '21'))
+    res = evaluate_masks(tmp_path/'crf'/'21', root, ids, progress=False)
+    assert res['images'] == 2 and res['miou'] > 0.5
+    assert tree_digest(SAMPLE) == before and tree_digest(root/'VOC2012') == tree_digest(SAMPLE/'VOC2012')   # the data is only read
+
+def test_errors(fixture, tmp_path):
+    root, ids, seeds = fixture
+    def message(seeds=seeds, **kw):
+        kw = dict(dict(out=str(tmp_path/'crf'), root=str(root), progress=False), **kw)
+        with pytest.raises(SystemExit) as e: aeft_crf(str(seeds), **kw)
+        return str(e.value)
+    # through the command once: one line, no traceback
+    r = run('aeft_crf', tmp_path/'none', '--root', root, '--out', tmp_path/'o')
+    assert r.returncode == 1 and 'Traceback' not in r.stderr
+    assert r.stderr.strip().splitlines()[-1] == f'aeft_crf: seed folder {tmp_path/"none"} does not exist (write it with aeft_cam)'
+    # no seeds for an id: the id and the folder
+    part = tmp_path/'part'; shutil.copytree(seeds, part); (part/f'{ids[5]}.npy').unlink()
+    assert f"aeft_crf: no seed file for image {ids[5]!r} in {part}" in message(part)
+    assert not (tmp_path/'crf').exists()                                   # refused before anything was written
+    # seeds of another layout: one .npz among .npy files, or a folder of CRF outputs
+    mixed = tmp_path/'mixed'; shutil.copytree(seeds, mixed); (mixed/f'{ids[3]}.npy').unlink()
+    save_seeds(load_seeds(seeds/f'{ids[3]}.npy'), mixed/f'{ids[3]}.npz', 'npz')
+    assert f"seed file {mixed/(ids[3] + '.npz')} is of layout 'npz', the other seeds of this run (and its manifest) 'psa'" in message(mixed, out=str(tmp_path/'m'))
+    assert run_crf(seeds, root, tmp_path/'c1', ids[:1], progress=False) == 1
+    assert f"{tmp_path/'c1'/'02'} holds CRF outputs (its manifest.json), not seeds" in message(tmp_path/'c1'/'02')
+    # seeds of another class count: a class key 25 is no VOC class; a run with another class count than the folder's
+    big = tmp_path/'big'; shutil.copytree(seeds, big)
+    save_seeds({25: np.zeros(load_seeds(seeds/f'{ids[0]}.npy')[min(load_seeds(seeds/f'{ids[0]}.npy'))].shape, np.float32)}, big/f'{ids[0]}.npy')
+    assert f"seed file {big/(ids[0] + '.npy')} has class keys [25]; expected class indices 0..19" in message(big, out=str(tmp_path/'b'))
+    assert "holds CRF outputs of num_classes 20, not 80" in message(out=str(tmp_path/'c1'), num_classes=80)
+    # an output folder of another alpha or of another seed folder
+    (tmp_path/'c1'/'02').rename(tmp_path/'c1'/'05')
+    assert f"{tmp_path/'c1'/'05'} holds CRF outputs of alpha 2, not 5 (its manifest.json); choose another --out" in message(out=str(tmp_path/'c1'), alphas='5')
+    assert f"holds CRF outputs of seeds {str(seeds.resolve())!r}, not {str(part.resolve())!r}" in message(part, out=str(tmp_path/'c1'), ids=str(_ids_file(tmp_path, ids[:1])))
+    with pytest.raises(ValueError, match='records alpha 2, not 5'): crf_folder(tmp_path/'c1', 5)
+    # a folder someone else wrote
+    (tmp_path/'theirs'/'02').mkdir(parents=True); (tmp_path/'theirs'/'02'/'x.npy').write_bytes(b'')
+    assert 'holds files but no manifest.json, so it was not written by aeft_crf' in message(out=str(tmp_path/'theirs'))
+    # never into the data: an output root inside the VOC root or the seed folder
+    assert f"--out {voc_root(root)/'crf'} is inside the VOC root" in message(out=str(voc_root(root)/'crf'))
+    assert 'is inside the seed folder' in message(out=str(seeds/'crf'))
+    assert not (voc_root(root)/'crf').exists() and not (seeds/'crf').exists()
+    # seeds of another size than their image, bad arguments
+    small = tmp_path/'small'; shutil.copytree(seeds, small); save_seeds({0: np.zeros((3, 4), np.float32)}, small/f'{ids[0]}.npy')
+    assert f"seed file {small/(ids[0] + '.npy')} holds maps of shape (3, 4) but image" in message(small, out=str(tmp_path/'s'), workers=2)
+    assert '--alphas must be non-negative integers' in message(alphas='-1')
+    assert "--alphas must be non-negative integers separated by commas, got 'low'" in message(alphas='low')
+    assert "split 'test' must be one of" in message(split='test')
+
+def _ids_file(tmp_path, ids):
+    f = tmp_path/'ids.txt'; f.write_text(''.join(f'{i}\n' for i in ids)); return f
