@@ -8,7 +8,7 @@ __all__ = ['COCO_CATEGORIES', 'CATEGORY_IDS', 'COCO_CLASSES', 'CLASS_OF', 'COCO_
            'semantic_mask', 'labels_of', 'write_tiny_coco', 'index_cache', 'coco_index', 'coco_split', 'mask_folder',
            'coco_masks', 'read_coco_mask', 'coco_ground_truth', 'COCODataset', 'coco_train_dataset']
 
-# %% ../nbs/11_coco.ipynb #ab15fca5
+# %% ../nbs/11_coco.ipynb #515fc9d7
 import contextlib, hashlib, io, json, os, warnings
 from pathlib import Path
 import numpy as np, torch
@@ -21,7 +21,7 @@ from pycocotools.coco import COCO
 from .core import atomic_write, voc_palette
 from .voc import cache_dir, load_image, normalize, train_transform, _atomic_tree, _colour, _stamp, _write_cache
 
-# %% ../nbs/11_coco.ipynb #5a8afa0e
+# %% ../nbs/11_coco.ipynb #ae4afdc2
 COCO_CATEGORIES = (
     (1, 'person'), (2, 'bicycle'), (3, 'car'), (4, 'motorcycle'), (5, 'airplane'), (6, 'bus'), (7, 'train'), (8, 'truck'),
     (9, 'boat'), (10, 'traffic light'), (11, 'fire hydrant'), (13, 'stop sign'), (14, 'parking meter'), (15, 'bench'),
@@ -48,7 +48,7 @@ LAYOUT = """expected layout (MS-COCO 2014 as downloaded, unpacked in one folder)
   <root>/annotations/instances_val2014.json"""
 _IDS = "expected one of COCO's 80 object categories, ids 1-90 without 12, 26, 29, 30, 45, 66, 68, 69, 71, 83"
 
-# %% ../nbs/11_coco.ipynb #e5e15cf2
+# %% ../nbs/11_coco.ipynb #ca015535
 def _missing(path, what): return FileNotFoundError(f"{what} not found: {path}\n{LAYOUT}")
 
 def coco_root(root):
@@ -76,7 +76,7 @@ def image_folder(root, split):
     if not p.is_dir(): raise _missing(p, 'image folder')
     return p
 
-# %% ../nbs/11_coco.ipynb #bad4aa9a
+# %% ../nbs/11_coco.ipynb #900a0999
 _EXPECTED = "expected COCO's instances_<split>2014.json (from annotations_trainval2014.zip)"
 
 def _refuse(path, msg): return ValueError(f"annotation file {path} {msg}")
@@ -118,7 +118,7 @@ def read_instances(path):
         coco.dataset = d; coco.createIndex()
     return coco
 
-# %% ../nbs/11_coco.ipynb #7dc1d9b4
+# %% ../nbs/11_coco.ipynb #145cdba9
 def semantic_mask(coco, image_id):
     "The (h, w) uint8 mask of image `image_id` of `coco`: 0 background, 1 + class index where a non-crowd instance is, later instances over earlier ones (ReCAM's `mscoco/annToMask.py`)"
     im = coco.imgs[image_id]
@@ -131,7 +131,7 @@ def labels_of(coco, image_id):
     "Sorted class indices (0-79) of every annotation of image `image_id` of `coco`, crowd regions included (ReCAM's COCO labels)"
     return sorted({CLASS_OF[a['category_id']] for a in coco.imgToAnns.get(image_id, [])})
 
-# %% ../nbs/11_coco.ipynb #b97ce2af
+# %% ../nbs/11_coco.ipynb #e70c5056
 def _rect(y0, y1, x0, x1): return [[x0, y0, x1, y0, x1, y1, x0, y1]]    # polygon of rows y0..y1-1, columns x0..x1-1
 
 def _rle(h, w, y0, y1, x0, x1, compressed=True):
@@ -201,7 +201,7 @@ def write_tiny_coco(dest, n_random=(10, 5), seed=0, overwrite=False, quality=95)
             (tmp/'annotations'/f'instances_{split}2014.json').write_text(json.dumps(d))
     return Path(dest)
 
-# %% ../nbs/11_coco.ipynb #6637d085
+# %% ../nbs/11_coco.ipynb #f25592be
 def index_cache(root, split):
     "The file in which `coco_index` caches the images of `split`'s annotation file under `root`"
     ann = annotation_file(root, split)
@@ -248,7 +248,7 @@ def coco_split(root, split, verbose=True):
         warnings.warn(f"COCO split {split!r} has {len(ids):,} images with annotations, the paper's {KNOWN_SIZES[split]:,}")
     return ids
 
-# %% ../nbs/11_coco.ipynb #8fd9f721
+# %% ../nbs/11_coco.ipynb #be7deed8
 MASK_CONVENTION = 'ReCAM mscoco/annToMask.py: non-crowd instances in file order over background 0, labels 0-80'
 
 def mask_folder(root, split):
@@ -293,16 +293,17 @@ def coco_masks(root, split, ids=None, progress=True):
     return folder
 
 def read_coco_mask(path, shape=None):
-    "The (h, w) uint8 mask in the PNG `path`, checked to hold labels 0-80 (and to be of `shape` (h, w) if given)"
+    "The (h, w) uint8 mask in the PNG `path`, checked to hold COCO's labels 0-80 (and to be of `shape` (h, w) if given)"
     path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"ground-truth mask not found: {path} (coco_masks makes it)")
+    if not path.is_file(): raise FileNotFoundError(f"mask not found: {path}")
     try:
         with Image.open(path) as im: m = np.array(im)
-    except Exception as e: raise ValueError(f"cannot read ground-truth mask {path} ({e}); delete it, and coco_masks makes it again") from e
+    except Exception as e: raise ValueError(f"cannot read mask {path} ({e}); expected a PNG of COCO's labels 0-80") from e
     if m.ndim != 2 or m.dtype != np.uint8 or m.max(initial=0) > 80:
-        raise ValueError(f"ground-truth mask {path} is not a mask of the 81 labels 0-80 (shape {m.shape}, dtype {m.dtype}); delete it, and coco_masks makes it again")
+        found = f"values up to {m.max()}" if m.ndim == 2 and m.dtype == np.uint8 else f"shape {m.shape} and dtype {m.dtype}"
+        raise ValueError(f"mask {path} has {found}; expected a palette or 8-bit PNG of COCO's labels 0-80")
     if shape is not None and m.shape != tuple(shape):
-        raise ValueError(f"ground-truth mask {path} is {m.shape[1]}×{m.shape[0]} but its image is {shape[1]}×{shape[0]}; delete it, and coco_masks makes it again")
+        raise ValueError(f"mask {path} is {m.shape[1]}×{m.shape[0]} but its image is {shape[1]}×{shape[0]}")
     return m
 
 def coco_ground_truth(root, split, ids=None, progress=True):
@@ -310,10 +311,11 @@ def coco_ground_truth(root, split, ids=None, progress=True):
     folder, index = coco_masks(root, split, ids, progress), coco_index(root, split, False)
     def gt(id):
         if id not in index: raise ValueError(f"image id {id!r} is not in {annotation_file(root, split)}")
-        return read_coco_mask(folder/f'{id}.png', (index[id]['height'], index[id]['width']))
+        try: return read_coco_mask(folder/f'{id}.png', (index[id]['height'], index[id]['width']))
+        except (OSError, ValueError) as e: raise type(e)(f"ground truth: {e}; delete it, and coco_masks makes it again") from e
     return gt, COCO_NAMES
 
-# %% ../nbs/11_coco.ipynb #1f3b433d
+# %% ../nbs/11_coco.ipynb #494e1e22
 class COCODataset(Dataset):
     "COCO 2014 images of `split` ('train' or 'val'; `ids`: a list of its ids) with multi-hot labels over the 80 classes, and masks if `masks`"
     def __init__(self, root, split='train', ids=None, transform=None, masks=False, verbose=False):
