@@ -1,5 +1,5 @@
 "Dense CRF: a hand-made image whose answer is known; aeft_crf end to end on a VOC-format fixture and on the genuine VOC sample, resume, and its errors"
-import hashlib, json, os, shutil, signal, subprocess, sys, time
+import hashlib, inspect, json, os, shutil, signal, subprocess, sys, time
 from pathlib import Path
 import numpy as np, pytest
 from PIL import Image
@@ -177,3 +177,34 @@ def test_errors(fixture, tmp_path):
 
 def _ids_file(tmp_path, ids):
     f = tmp_path/'ids.txt'; f.write_text(''.join(f'{i}\n' for i in ids)); return f
+
+def released_steps(img, cam_dict, alpha, t=10):
+    "The released CRF on seeds, step by step with pydensecrf and literal numbers: (1 - max)^alpha in front of the maps as they are, kernels 3/3 and 80/13/10, keys 0 and k + 1"
+    import pydensecrf.densecrf as dcrf
+    from pydensecrf.utils import unary_from_softmax
+    v = np.array(list(cam_dict.values()))
+    probs = np.concatenate([np.power(1 - np.max(v, axis=0, keepdims=True), alpha), v])
+    h, w = img.shape[:2]
+    d = dcrf.DenseCRF2D(w, h, len(probs))
+    d.setUnaryEnergy(np.ascontiguousarray(unary_from_softmax(probs)))
+    d.addPairwiseGaussian(sxy=3, compat=3)
+    d.addPairwiseBilateral(sxy=80, srgb=13, rgbim=np.copy(img), compat=10)
+    q = np.array(d.inference(t)).reshape(len(probs), h, w)
+    return {0: q[0], **{k + 1: q[i + 1] for i, k in enumerate(cam_dict)}}
+
+def test_released_crf_on_seeds():
+    "On a crop of a genuine VOC photograph: the background score, the unnormalised stack, the kernels, 10 iterations and the keys are the released ones, bit for bit"
+    img = np.asarray(Image.open(SAMPLE/'VOC2012'/'JPEGImages'/'2007_001763.jpg').convert('RGB'))[100:250, 150:350]
+    seeds = {k: v[100:250, 150:350] for k, v in soft_seeds(np.asarray(Image.open(SAMPLE/'VOC2012'/'SegmentationClass'/'2007_001763.png')), 12).items()}
+    assert len(seeds) >= 3
+    for alpha in (2, 21):
+        ours, ref = crf_seeds(img, seeds, alpha), released_steps(img, seeds, alpha)
+        assert list(ours) == list(ref) == [0] + [k + 1 for k in sorted(seeds)]
+        for k in ref: np.testing.assert_array_equal(ours[k], ref[k].astype(np.float32))
+    assert (GAUSSIAN, BILATERAL) == (dict(sxy=3, compat=3), dict(sxy=80, srgb=13, compat=10))
+
+def test_released_defaults_of_the_command():
+    "aeft_crf reproduces the released run: alphas 2 and 21 (README.md), 10 iterations (crf_inference_ysh), the train_aug list AffinityNet trains on"
+    p = inspect.signature(aeft_crf).parameters
+    assert (p['alphas'].default, p['t'].default, p['split'].default) == ('2,21', 10, 'train_aug')
+    assert inspect.signature(crf_seeds).parameters['t'].default == inspect.signature(dense_crf).parameters['t'].default == 10

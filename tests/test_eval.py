@@ -3,9 +3,9 @@ import json, subprocess, sys
 from pathlib import Path
 import numpy as np, pytest, torch
 from PIL import Image
-from aeft.voc import write_tiny_voc, voc_root
+from aeft.voc import write_tiny_voc, voc_root, save_mask
 from aeft.cam import save_seeds
-from aeft.evaluate import aeft_eval, seed_sweep
+from aeft.evaluate import aeft_eval, seed_sweep, evaluate_masks
 from aeft.metrics import confusion, default_thresholds
 
 pytestmark = pytest.mark.filterwarnings('ignore:VOC split')
@@ -103,3 +103,56 @@ def test_best_in_the_released_range(root, tmp_path):
     assert res['released_range'] == [0.1, 0.34] and res['released_range_swept'] == 25
     assert (res['released_range_threshold'], res['released_range_miou']) == (0.1, 1.0)
     assert 'best on train in the released evaluation.py range 0.10–0.34: 0.10 → 100.0 (25 thresholds swept there)' in r.stdout
+
+def released_counts(preds, gts, num_cls=21):
+    "Per class TP, predicted and true pixel counts over pixels whose truth is not 255, and IoU = TP/(T + P - TP), as the released evaluation.py counts them"
+    tp, p, t = np.zeros(num_cls), np.zeros(num_cls), np.zeros(num_cls)
+    for pred, gt in zip(preds, gts):
+        cal = gt < 255
+        for i in range(num_cls):
+            p[i] += ((pred == i) & cal).sum(); t[i] += ((gt == i) & cal).sum(); tp[i] += ((gt == i) & (pred == i) & cal).sum()
+    return tp, p, t
+
+def test_evaluate_masks_against_an_independent_count(root, tmp_path):
+    "Random label masks (PNG) and CRF outputs (their argmax) on the fixture's train images: IoU, precision, recall and mIoU from plain per-class counts"
+    rng, masks = np.random.default_rng(3), train_masks(root)
+    (tmp_path/'png').mkdir(); (tmp_path/'crf').mkdir()
+    preds, gts = [], []
+    for id, gt in masks.items():
+        labels = np.array([0, 3, 5, 12])                                   # 12 never occurs in the truth; most truth classes never predicted
+        pred = labels[rng.integers(0, 4, gt.shape)]
+        save_mask(pred, tmp_path/'png'/f'{id}.png')
+        maps = {int(k): rng.random(gt.shape).astype(np.float32)*0.5 for k in labels}
+        for k in labels: maps[int(k)][pred == k] += 0.5                      # the argmax of the maps is `pred`
+        np.save(tmp_path/'crf'/f'{id}.npy', maps)
+        preds.append(pred); gts.append(gt)
+    assert any((g == 255).any() for g in gts)
+    tp, p, t = released_counts(preds, gts)
+    present = (p + t) > 0
+    for folder, kind in (('png', 'label masks'), ('crf', 'CRF outputs (argmax)')):
+        res = evaluate_masks(tmp_path/folder, root, progress=False)
+        assert (res['kind'], res['evaluated_on'], res['images']) == (kind, 'train', len(masks))
+        iou = [tp[i]/(t[i] + p[i] - tp[i]) if present[i] else None for i in range(21)]
+        assert [r is None for r in res['iou']] == [i is None for i in iou]
+        np.testing.assert_allclose([r for r in res['iou'] if r is not None], [i for i in iou if i is not None], rtol=1e-12)
+        np.testing.assert_allclose(res['miou'], np.mean([i for i in iou if i is not None]), rtol=1e-12)
+        np.testing.assert_allclose([res['precision'][i] for i in (0, 3, 5, 12)], [tp[i]/p[i] for i in (0, 3, 5, 12)], rtol=1e-12)
+        assert res['recall'][12] is None and res['iou'][12] == 0.0           # predicted, never true
+        assert res['pixels'] == int(t.sum()) and np.array(res['confusion']).sum() == int(t.sum())
+
+def test_masks_through_the_command(root, tmp_path):
+    (tmp_path/'m').mkdir()
+    for id, gt in train_masks(root).items(): save_mask(np.where(gt == 255, 0, gt), tmp_path/'m'/f'{id}.png')
+    r = run('aeft_eval', '--masks', tmp_path/'m', '--root', root, '--out', tmp_path/'eval', '--progress', 'False')
+    assert r.returncode == 0, r.stderr
+    res = json.loads((tmp_path/'eval'/'mask_eval.json').read_text())
+    assert res['miou'] == 1.0 and res['evaluated_on'] == 'train' and 'label masks in' in r.stdout and 'images of train' in r.stdout
+    assert not (tmp_path/'eval'/'seed_eval.json').exists()
+    def message(*a, **kw):
+        with pytest.raises(SystemExit) as e: aeft_eval(*a, root=str(root), out=str(tmp_path/'o'), progress=False, **kw)
+        return str(e.value)
+    assert message() == 'aeft_eval: give exactly one of a seed folder (the positional argument) and --masks'
+    assert message(str(tmp_path/'m'), masks=str(tmp_path/'m')).startswith('aeft_eval: give exactly one of')
+    assert 'masks have none' in message(masks=str(tmp_path/'m'), choose_on='train_aug-train')
+    assert f"aeft_eval: no mask for image" in message(masks=str(tmp_path/'m'), split='val')
+    assert f"aeft_eval: mask folder {tmp_path/'x'} does not exist" == message(masks=str(tmp_path/'x'))
