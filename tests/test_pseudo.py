@@ -1,0 +1,235 @@
+"Random walk: the sparse walk equals the released dense one, a hand case, the chain on a photograph; aeft_pseudo end to end on a VOC-format fixture and on the genuine VOC sample with an AffinityNet trained by aeft.affinity, resume, and its errors"
+import hashlib, json, os, shutil, signal, subprocess, sys, time
+from pathlib import Path
+import numpy as np, pytest, torch, torch.nn.functional as F
+from scipy.ndimage import gaussian_filter, center_of_mass
+from aeft.voc import write_tiny_voc, voc_root, find_sbd, load_mask, voc_splits, read_mask, load_image
+from aeft.cam import save_seeds, load_seeds
+from aeft.crf import run_crf, crf_folder
+from aeft.affinity import radius_pairs, affinities, AffinityConfig, AffinityDataset, build_affinity_model, train_affinity
+from aeft.evaluate import evaluate_masks, aeft_eval
+from aeft.pseudo import (walk_dense, walk_sparse, random_walk, transition, grid_scores, walk_radius, walk_image, pseudo_mask,
+                         crf_image, run_pseudo, aeft_pseudo, MANIFEST, BG_POWER)
+
+pytestmark = pytest.mark.filterwarnings('ignore:VOC split')
+BIN = Path(sys.executable).parent
+SAMPLE = Path(__file__).parent/'data'/'voc-sample'
+
+def run(*args): return subprocess.run([str(BIN/args[0]), *map(str, args[1:])], capture_output=True, text=True)
+
+def soft_seeds(mask, sigma=2.0):
+    "Seeds {class: map} from a label mask: each class's region blurred and max-normalised"
+    maps = {int(v) - 1: gaussian_filter((mask == v).astype(np.float32), sigma) for v in np.unique(mask) if 0 < v < 255}
+    return {k: (m/(m.max() + 1e-5)).astype(np.float32) for k, m in maps.items()}
+
+def write_seeds(root, ids, folder):
+    voc = voc_root(root); sbd = find_sbd(voc)
+    folder.mkdir(parents=True, exist_ok=True)
+    for id in ids: save_seeds(soft_seeds(load_mask(voc, id, sbd)[0]), folder/f'{id}.npy')
+    return folder
+
+def tree_digest(folder):
+    "sha256 of every file's path and bytes under `folder`"
+    h = hashlib.sha256()
+    for p in sorted(Path(folder).rglob('*')):
+        if p.is_file(): h.update(str(p.relative_to(folder)).encode()); h.update(p.read_bytes())
+    return h.hexdigest()
+
+@pytest.fixture(scope='module')
+def chain(tmp_path_factory):
+    "The fixture's seeds (from its masks), their CRF outputs (aeft.crf) and a tiny AffinityNet trained one epoch on them (aeft.affinity): (root, ids, seeds, ckpt)"
+    t = tmp_path_factory.mktemp('pseudo')
+    root = write_tiny_voc(t/'data', sbd='png')
+    ids = voc_splits(root, verbose=False)['train_aug']
+    seeds = write_seeds(root, ids, t/'seeds')
+    run_crf(seeds, root, t/'crf', ids, alphas=(2, 21), t=2, workers=1, progress=False)
+    cfg = AffinityConfig.synthetic(epochs=1, device='cpu')
+    ds = AffinityDataset(root, crf_folder(t/'crf', 2), crf_folder(t/'crf', 21), ids, crop=cfg.crop, stride=cfg.stride, jitter=cfg.jitter)
+    torch.manual_seed(0)
+    train_affinity(build_affinity_model(cfg), ds, cfg, t/'aff', progress=False)
+    return root, ids, seeds, t/'aff'/'last.pt'
+
+def random_case(h, w, seed, radius=5, D=16):
+    g = torch.Generator().manual_seed(seed)
+    pairs = radius_pairs(h, w, radius)
+    return torch.rand(21, h*w, generator=g), affinities(torch.rand(1, D, h, w, generator=g), pairs)[0], pairs
+
+@pytest.mark.parametrize('h, w, radius, beta, logt', [(12, 12, 5, 8, 6), (11, 23, 5, 8, 6), (23, 9, 4, 8, 6), (47, 13, 5, 8, 8), (9, 15, 2, 3, 4)])
+def test_sparse_equals_dense(h, w, radius, beta, logt):
+    for seed in range(3):
+        s, aff, pairs = random_case(h, w, seed, radius)
+        d, sp = walk_dense(s, aff, pairs, beta, logt), walk_sparse(s, aff, pairs, beta, logt)
+        assert sp.shape == d.shape == (21, h*w)
+        assert (d - sp).abs().max() <= 1e-4
+        torch.testing.assert_close(random_walk(s, aff, pairs, beta, logt, 'dense'), d)
+
+def test_one_step_by_hand():
+    "logt = 0 is one step S·T; T = A^β over column sums, with A's ones on the diagonal"
+    pairs = (torch.tensor([0, 1]), torch.tensor([1, 2]))
+    aff, s = torch.tensor([0.5, 1.0]), torch.tensor([[4., 0., 2.]])
+    A = torch.tensor([[1, 0.25, 0], [0.25, 1, 1], [0, 1, 1]])                 # β = 2
+    T = A/A.sum(0)
+    torch.testing.assert_close(transition(aff, pairs, 3, beta=2), T)
+    for walk in ('dense', 'sparse'):
+        torch.testing.assert_close(random_walk(s, aff, pairs, beta=2, logt=0, walk=walk), torch.tensor([[4/1.25, 1/2.25 + 2/2.25, 2/2]]))
+        torch.testing.assert_close(random_walk(s, aff, pairs, beta=2, logt=2, walk=walk), s @ torch.linalg.matrix_power(T, 4))
+
+def test_two_blocks_do_not_mix():
+    "Affinity 1 inside each half of a grid, 0 across: each score stays in its half, and a constant half stays constant"
+    h, w = 14, 22
+    pairs = radius_pairs(h, w)
+    left = torch.arange(h*w) % w < 11
+    aff = (left[pairs[0]] == left[pairs[1]]).float()
+    s = torch.zeros(3, h*w)
+    s[0, ~left] = 1.; s[1, 5*w + 3] = 1.; s[2, 7*w + 15] = 0.5
+    paired = torch.zeros(h*w, dtype=torch.bool); paired[torch.cat(pairs)] = True
+    for walk in ('dense', 'sparse'):
+        r = random_walk(s, aff, pairs, walk=walk)
+        assert r[0, left].abs().max() == 0 and r[1, ~left].abs().max() == 0 and r[2, left].abs().max() == 0
+        torch.testing.assert_close(r[0, ~left], torch.ones(int((~left).sum())))
+        assert (r[1, left & paired] > 0).all() and (r[2, ~left & paired] > 0).all()
+    assert int((~paired).sum()) == 10                                           # PSA's pair set leaves 10 positions out
+
+def test_grid_scores_and_radius():
+    m = np.zeros((17, 9), np.float32); m[:8, :8] = 0.25
+    g = grid_scores({4: m}, (17, 9), bg_power=3, stride=8)
+    assert g.shape == (21, 3, 2)
+    torch.testing.assert_close(g[5], torch.tensor([[0.25, 0], [0, 0], [0, 0]]))
+    torch.testing.assert_close(g[0], torch.tensor([[0.75**3, 8/64], [1, 8/64], [8/64, 1/64]]))
+    assert [walk_radius(6, 40), walk_radius(40, 10), walk_radius(11, 11)] == [2, 4, 5]
+    with pytest.raises(ValueError, match='too small for the random walk'): walk_radius(3, 40)
+
+def test_no_crf_is_the_upsampled_argmax():
+    "crf=0 (PSA): the argmax of the walked scores upsampled bilinearly to the padded size, cropped; the CRF sees the padded image"
+    from PIL import Image
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (21, 30, 3), dtype=np.uint8))
+    walked = torch.rand(21, 3, 4, generator=torch.Generator().manual_seed(1))
+    up = F.interpolate(walked[None], size=(24, 32), mode='bilinear', align_corners=False)[0]
+    np.testing.assert_array_equal(pseudo_mask(img, walked, crf=0), up.argmax(0)[:21, :30].numpy())
+    assert crf_image(img).shape == (24, 32, 3) and (crf_image(img)[21:] == (123, 116, 103)).all()
+    m = pseudo_mask(img, walked)
+    assert m.shape == (21, 30) and m.dtype == np.uint8 and m.max() <= 20
+
+class ColourEmbedding(torch.nn.Module):
+    "A stand-in for AffinityNet: each 8×8 block's mean normalised colour"
+    def forward(self, x): return F.avg_pool2d(x, 8)
+
+def test_walk_on_a_photograph():
+    "The chapter's bird: a bump of σ 60 px on its centre walked along colour affinities covers the bird (IoU > 0.9, from 0.26 for the seed)"
+    img = load_image(SAMPLE/'VOC2012/JPEGImages/2007_002094.jpg')
+    gt = read_mask(SAMPLE/'VOC2012/SegmentationClass/2007_002094.png')
+    bird = gt == 3                                                               # class 2 is label 3; 255 (boundaries) ignored
+    cy, cx = center_of_mass(bird)
+    yy, xx = np.mgrid[:img.height, :img.width]
+    seed = np.exp(-((yy - cy)**2 + (xx - cx)**2)/(2*60.**2)).astype(np.float32)
+    iou = lambda m: ((m == 3) & bird).sum()/((m == 3) | bird)[gt != 255].sum()
+    walked = walk_image(ColourEmbedding(), img, {2: seed/(seed.max() + 1e-5)})
+    assert walked.shape == (21, 42, 63)
+    m = pseudo_mask(img, walked)
+    assert set(np.unique(m)) == {0, 3} and iou(m) > 0.9
+    assert iou(np.where(seed > (1 - seed)**BG_POWER, 3, 0)) < 0.3
+
+def test_aeft_pseudo_end_to_end(chain, tmp_path):
+    root, ids, seeds, ckpt = chain
+    r = run('aeft_pseudo', seeds, ckpt, '--root', root, '--out', tmp_path/'pseudo', '--workers', 2, '--progress', 'False')
+    assert r.returncode == 0, r.stderr
+    assert f'aeft_pseudo: {len(ids)} pseudo masks written' in r.stdout and '2 processes, sparse walk' in r.stdout
+    m = json.loads((tmp_path/'pseudo'/MANIFEST).read_text())
+    assert (m['stage'], m['beta'], m['logt'], m['bg_power'], m['crf'], m['radius'], m['stride'], m['num_classes']) == ('pseudo', 8, 6, 19, 1, 5, 4, 20)
+    assert m['seeds'] == str(seeds.resolve()) and m['model']['sha256'] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    voc = voc_root(root)
+    for id in ids:
+        f = tmp_path/'pseudo'/f'{id}.png'
+        mask, img = read_mask(f), load_image(voc/'JPEGImages'/f'{id}.jpg')
+        assert mask.shape == (img.height, img.width)
+        assert set(np.unique(mask)) <= {0} | {k + 1 for k in load_seeds(seeds/f'{id}.npy')}   # only the image's classes
+    assert not [p for p in (tmp_path/'pseudo').iterdir() if p.name.startswith('.')]
+    # one process and the dense walk write the same masks (pixels at near-ties aside)
+    assert run_pseudo_cli(seeds, ckpt, root, tmp_path/'dense', walk='dense', workers=1) == len(ids)
+    same = [(read_mask(tmp_path/'dense'/f'{id}.png') == read_mask(tmp_path/'pseudo'/f'{id}.png')).mean() for id in ids]
+    assert min(same) > 0.999
+    # scored by aeft_eval --masks on train
+    aeft_eval(masks=str(tmp_path/'pseudo'), root=str(root), out=str(tmp_path/'eval'), progress=False)
+    res = json.loads((tmp_path/'eval'/'mask_eval.json').read_text())
+    assert (res['evaluated_on'], res['images']) == ('train', 8) and 0 <= res['miou'] <= 1
+
+def run_pseudo_cli(seeds, ckpt, root, out, **kw):
+    "aeft_pseudo in this process; the number of masks it wrote"
+    before = len(list(Path(out).glob('*.png')))
+    aeft_pseudo(str(seeds), str(ckpt), out=str(out), root=str(root), progress=False, **kw)
+    return len(list(Path(out).glob('*.png'))) - before
+
+def test_resume_after_sigkill_on_the_voc_sample(chain, tmp_path):
+    "The genuine VOC sample (copied; the copy in the repository is never written): killed after its first mask, a second run completes the rest"
+    _, _, _, ckpt = chain
+    root = tmp_path/'sample'; shutil.copytree(SAMPLE, root)
+    before = tree_digest(SAMPLE)
+    ids = voc_splits(root, verbose=False)['train'][:3]
+    seeds = write_seeds(root, ids, tmp_path/'seeds')
+    p = subprocess.Popen([str(BIN/'aeft_pseudo'), seeds, ckpt, '--root', root, '--ids', _ids_file(tmp_path, ids), '--out', tmp_path/'pseudo',
+                          '--workers', '1', '--progress', 'False'],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    t0 = time.time()
+    while not list((tmp_path/'pseudo').glob('*.png')) and time.time() - t0 < 60 and p.poll() is None: time.sleep(0.05)
+    p.send_signal(signal.SIGKILL); p.wait()
+    done = list((tmp_path/'pseudo').glob('*.png'))
+    assert 0 < len(done) < len(ids)
+    for f in done: read_mask(f)                                                  # every mask there is whole
+    assert run_pseudo_cli(seeds, ckpt, root, tmp_path/'pseudo', ids=str(_ids_file(tmp_path, ids)), workers=2) == len(ids) - len(done)
+    assert sorted(p.stem for p in (tmp_path/'pseudo').glob('*.png')) == sorted(ids)
+    res = evaluate_masks(tmp_path/'pseudo', root, ids, progress=False)
+    assert res['images'] == 3 and 0 <= res['miou'] <= 1
+    assert tree_digest(SAMPLE) == before and tree_digest(root/'VOC2012') == tree_digest(SAMPLE/'VOC2012')   # the data is only read
+
+def test_errors(chain, tmp_path):
+    root, ids, seeds, ckpt = chain
+    def message(seeds=seeds, ckpt=ckpt, **kw):
+        kw = dict(dict(out=str(tmp_path/'pseudo'), root=str(root), workers=1, progress=False), **kw)
+        with pytest.raises(SystemExit) as e: aeft_pseudo(str(seeds), str(ckpt), **kw)
+        return str(e.value)
+    # through the command once: one line, no traceback
+    r = run('aeft_pseudo', tmp_path/'none', ckpt, '--root', root, '--out', tmp_path/'o')
+    assert r.returncode == 1 and 'Traceback' not in r.stderr
+    assert r.stderr.strip().splitlines()[-1] == f'aeft_pseudo: seed folder {tmp_path/"none"} does not exist (aeft_cam writes it)'
+    # no seeds for an id
+    part = tmp_path/'part'; shutil.copytree(seeds, part); (part/f'{ids[5]}.npy').unlink()
+    assert message(part) == f"aeft_pseudo: no seed file for 1 of the {len(ids)} images in {part} (e.g. {ids[5]}); run aeft_cam on the same images"
+    assert not (tmp_path/'pseudo').exists()                                      # refused before anything was written
+    # seeds of another class count, of another size, or not seeds at all
+    big = tmp_path/'big'; shutil.copytree(seeds, big)
+    shape = next(iter(load_seeds(seeds/f'{ids[0]}.npy').values())).shape
+    save_seeds({25: np.zeros(shape, np.float32)}, big/f'{ids[0]}.npy')
+    assert f"seed file {big/(ids[0] + '.npy')} has class keys [25]; expected class indices 0..19" in message(big, out=str(tmp_path/'b'))
+    small = tmp_path/'small'; shutil.copytree(seeds, small); save_seeds({0: np.zeros((3, 4), np.float32)}, small/f'{ids[0]}.npy')
+    assert f"seed file {small/(ids[0] + '.npy')} holds maps of shape (3, 4) but its image is" in message(small, out=str(tmp_path/'s'))
+    run_crf(seeds, root, tmp_path/'crf', ids[:1], alphas=(2,), t=1, progress=False)
+    assert f"{tmp_path/'crf'/'02'} holds a manifest.json: it is the output of a later stage" in message(tmp_path/'crf'/'02', out=str(tmp_path/'c'))
+    # an AffinityNet checkpoint that cannot be read, or a classifier's
+    bad = tmp_path/'bad.pt'; bad.write_bytes(b'not a checkpoint')
+    assert f'cannot read {bad} as a torch checkpoint' in message(ckpt=bad)
+    clf = tmp_path/'clf.pt'; torch.save(dict(model={}, config=dict(head='gpp')), clf)
+    assert f'{clf} is not an AffinityNet checkpoint' in message(ckpt=clf)
+    assert f'AffinityNet checkpoint {tmp_path/"nope.pt"} does not exist' in message(ckpt=tmp_path/'nope.pt')
+    # an output folder holding masks of other settings, or PNGs of unknown origin
+    assert run_pseudo_cli(seeds, ckpt, root, tmp_path/'done', ids=str(_ids_file(tmp_path, ids[:2]))) == 2
+    msg = message(out=str(tmp_path/'done'), ids=str(_ids_file(tmp_path, ids[:2])), bg_power=16, crf=0)
+    assert msg == (f"aeft_pseudo: {tmp_path/'done'} holds pseudo masks made with bg_power=19, crf=1, not bg_power=16, crf=0 "
+                   f"({tmp_path/'done'/MANIFEST}); choose another --out or delete that folder")
+    assert 'holds pseudo masks made with seeds=' in message(part, out=str(tmp_path/'done'), ids=str(_ids_file(tmp_path, ids[:2])))
+    (tmp_path/'theirs').mkdir(); shutil.copy(tmp_path/'done'/f'{ids[0]}.png', tmp_path/'theirs')
+    assert 'holds PNGs but no manifest.json saying how they were made' in message(out=str(tmp_path/'theirs'))
+    # resume: a missing mask is written again, the others are kept
+    (tmp_path/'done'/f'{ids[1]}.png').unlink(); os.utime(tmp_path/'done'/f'{ids[0]}.png', ns=(0, 0))
+    assert run_pseudo_cli(seeds, ckpt, root, tmp_path/'done', ids=str(_ids_file(tmp_path, ids[:2]))) == 1
+    assert (tmp_path/'done'/f'{ids[0]}.png').stat().st_mtime_ns == 0
+    # never into the data
+    voc = voc_root(root)
+    assert f"--out {voc/'pseudo'} is inside the VOC folder" in message(out=str(voc/'pseudo'))
+    assert 'is inside the seed folder' in message(out=str(seeds/'pseudo'))
+    assert not (voc/'pseudo').exists() and not (seeds/'pseudo').exists()
+    # bad arguments
+    assert "--walk must be one of ('sparse', 'dense'), got 'fast'" in message(walk='fast')
+    assert "split 'test' must be one of" in message(split='test')
+
+def _ids_file(tmp_path, ids):
+    f = tmp_path/'ids.txt'; f.write_text(''.join(f'{i}\n' for i in ids)); return f
