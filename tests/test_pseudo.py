@@ -233,3 +233,73 @@ def test_errors(chain, tmp_path):
 
 def _ids_file(tmp_path, ids):
     f = tmp_path/'ids.txt'; f.write_text(''.join(f'{i}\n' for i in ids)); return f
+
+def released_walk(img, cam_dict, embedding, alpha=19):
+    "infer_aff.py of KAIST-vilab/AEFT step by step with literal numbers (one image, `embedding` standing in for AffinityNet): (walked scores (21, h, w), the CRF's image, the mask)"
+    import pydensecrf.densecrf as dcrf
+    from pydensecrf.utils import unary_from_softmax
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    x = np.empty(img.shape, np.float32)
+    for c in range(3): x[..., c] = (img[..., c]/255. - mean[c])/std[c]                     # Normalize of networks/resnet38d.py
+    x = torch.from_numpy(x.transpose(2, 0, 1))[None]
+    H, W = img.shape[:2]
+    ph, pw = int(np.ceil(H/8)*8) - H, int(np.ceil(W/8)*8) - W
+    x = F.pad(x, (0, pw, 0, ph))
+    h, w = x.shape[2]//8, x.shape[3]//8
+    f = embedding(x).view(1, -1, h*w)                                                         # networks/resnet38_aff.py, to_dense=True
+    m = min(h, w); r = (m - 1)//2 if m < 11 else 5
+    dist = [(0, dx) for dx in range(1, r)] + [(dy, dx) for dy in range(1, r) for dx in range(-r + 1, r) if dx*dx + dy*dy < r*r]
+    full = np.arange(h*w).reshape(h, w)
+    src = full[:-(r - 1), r - 1:-(r - 1)].reshape(-1)
+    to = torch.from_numpy(np.concatenate([full[dy:dy + h - r + 1, r - 1 + dx:r - 1 + dx + w - 2*(r - 1)].reshape(-1) for dy, dx in dist]))
+    src = torch.from_numpy(src)
+    ff, ft = f[:, :, src][:, :, None], f[:, :, to].view(1, f.shape[1], -1, len(src))
+    aff = torch.exp(-torch.mean(torch.abs(ft - ff), dim=1)).view(-1)
+    src_exp = src[None].expand(len(dist), -1).reshape(-1)
+    ii = torch.arange(h*w)
+    A = torch.sparse_coo_tensor(torch.cat([torch.stack([src_exp, to]), torch.stack([ii, ii]), torch.stack([to, src_exp])], 1),
+                                torch.cat([aff, torch.ones(h*w), aff]), (h*w, h*w), check_invariants=False).to_dense()
+    A = torch.pow(A, 8)                                                                        # infer_aff.py
+    T = A/torch.sum(A, dim=0, keepdim=True)
+    for _ in range(6): T = torch.matmul(T, T)
+    cam = np.zeros((21, H, W), np.float32)
+    for k, v in cam_dict.items(): cam[k + 1] = v
+    cam[0] = (1 - np.max(cam[1:], 0))**alpha
+    cam = F.avg_pool2d(torch.from_numpy(np.pad(cam, ((0, 0), (0, ph), (0, pw)))), 8, 8)
+    rw = torch.matmul(cam.view(21, -1), T).view(1, 21, h, w)
+    up = torch.nn.Upsample((x.shape[2], x.shape[3]), mode='bilinear', align_corners=False)(rw)
+    im8 = np.ascontiguousarray(x[0].numpy().transpose(1, 2, 0))
+    for c in range(3): im8[:, :, c] = (im8[:, :, c]*std[c] + mean[c])*255
+    im8[im8 > 255] = 255; im8[im8 < 0] = 0; im8 = im8.astype(np.uint8)
+    d = dcrf.DenseCRF2D(im8.shape[1], im8.shape[0], 21)                                      # crf_inference of afftools/imutils.py, t=1
+    d.setUnaryEnergy(np.ascontiguousarray(unary_from_softmax(up[0].numpy())))
+    d.addPairwiseGaussian(sxy=3, compat=3)
+    d.addPairwiseBilateral(sxy=80, srgb=13, rgbim=np.copy(im8), compat=10)
+    q = np.array(d.inference(1)).reshape(21, im8.shape[0], im8.shape[1])
+    return rw[0], im8, np.uint8(np.argmax(q, 0))[:H, :W]
+
+def test_released_walk_step_by_step():
+    "On a crop of a genuine VOC photograph (not a multiple of 8) with three classes: background power 19, padding, pooling, the dense matrix with its diagonal, β 8, six squarings, bilinear upsampling, the CRF's image and one CRF step as released"
+    from PIL import Image
+    img = np.asarray(Image.open(SAMPLE/'VOC2012/JPEGImages/2007_001763.jpg').convert('RGB'))[0:151, 150:347]
+    seeds = {k: v[0:151, 150:347] for k, v in soft_seeds(read_mask(SAMPLE/'VOC2012/SegmentationClass/2007_001763.png'), 12).items()}
+    assert len(seeds) >= 3 and img.shape == (151, 197, 3)
+    ref_walk, ref_img, ref_mask = released_walk(img, seeds, ColourEmbedding())
+    pil = Image.fromarray(img)
+    for walk in ('dense', 'sparse'):
+        ours = walk_image(ColourEmbedding(), pil, seeds, walk=walk)
+        assert ours.shape == ref_walk.shape == (21, 19, 25)
+        assert (ours - ref_walk).abs().max() < 1e-4
+    np.testing.assert_array_equal(crf_image(pil), ref_img)
+    mask = pseudo_mask(pil, walk_image(ColourEmbedding(), pil, seeds, walk='dense'))
+    assert 0 in ref_mask and len(np.unique(ref_mask)) >= 3 and (mask != ref_mask).mean() < 1e-3
+
+def test_released_defaults_of_the_command():
+    "aeft_pseudo reproduces the released run: β 8, 6 squarings, background power 19, one CRF step (infer_aff.py, README.md), on train_aug (README.md); the sparse walk computes it"
+    import inspect
+    p = inspect.signature(aeft_pseudo).parameters
+    assert {k: p[k].default for k in ('beta', 'logt', 'bg_power', 'crf', 'split', 'walk')} == dict(beta=8, logt=6, bg_power=19, crf=1, split='train_aug', walk='sparse')
+    for f in (walk_image, run_pseudo):
+        q = inspect.signature(f).parameters
+        assert (q['beta'].default, q['logt'].default, q['bg_power'].default, q['radius'].default) == (8, 6, 19, 5)
+    assert inspect.signature(pseudo_mask).parameters['crf'].default == 1
