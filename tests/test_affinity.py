@@ -1,0 +1,220 @@
+"AffinityNet: labels and pairs checked by hand, the loss on hand-computed affinities, SIGKILL then resume, aeft_affinity end to end on the VOC-format fixture (seeds → aeft_crf → aeft_affinity) and its errors"
+import inspect, json, random, shutil, subprocess, sys
+from dataclasses import asdict
+from pathlib import Path
+import numpy as np, pytest, torch
+from PIL import Image
+from aeft.voc import write_tiny_voc, voc_splits
+from aeft.config import make_config, build_model
+from aeft.crf import aeft_crf, crf_folder
+from aeft.affinity import (radius_pairs, displacements, confident_labels, pair_labels, affinity_loss, random_crop, AffinityDataset,
+                           AffinityConfig, build_affinity_model, init_affinity, load_affinity_model, train_affinity, aeft_affinity)
+import test_train
+from test_train import assert_same, weights, steps, ENV
+from test_crf import write_seeds
+
+pytestmark = pytest.mark.filterwarnings('ignore:VOC split')
+BIN = Path(sys.executable).parent
+
+def run(*args): return subprocess.run([str(BIN/args[0]), *map(str, args[1:])], capture_output=True, text=True, env=ENV)
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads(); torch.set_num_threads(1); yield; torch.set_num_threads(n)
+
+@pytest.fixture(scope='module')
+def chain(tmp_path_factory):
+    "The VOC-format fixture, seeds of its train images, their CRF outputs at alphas 2 and 21 by aeft_crf, and an (untrained) tiny classifier"
+    t = tmp_path_factory.mktemp('affinity')
+    root = write_tiny_voc(t/'data', sbd='png')
+    ids = voc_splits(root, verbose=False)['train']
+    write_seeds(root, ids, t/'seeds')
+    aeft_crf(str(t/'seeds'), out=str(t/'crf'), root=str(root), split='train', workers=1, progress=False)
+    cfg = make_config('voc', backbone='tiny', width=8, opts='device=cpu')
+    torch.save(dict(model=build_model(cfg).state_dict(), config=asdict(cfg)), t/'clf.pt')
+    return t, root, ids
+
+# ---- pairs, labels and loss by hand
+
+@pytest.mark.parametrize('h, w, r', [(9, 13, 5), (6, 20, 3), (2, 3, 2), (56, 56, 5)])
+def test_radius_pairs_are_the_half_disc_from_the_sources(h, w, r):
+    "Sources: all rows but the last r-1, all columns but the first and last r-1; each pair once, listed displacement by displacement"
+    frm, to = radius_pairs(h, w, r)
+    src = [y*w + x for y in range(h - r + 1) for x in range(r - 1, w - r + 1)]
+    want = [(s, s + dy*w + dx) for dy, dx in displacements(r) for s in src]
+    assert list(zip(frm.tolist(), to.tolist())) == want
+    assert all((dy, dx) > (0, 0) and dy*dy + dx*dx < r*r for dy, dx in displacements(r))
+    assert len(displacements(r)) == sum(1 for dy in range(-r, r + 1) for dx in range(-r, r + 1) if 0 < dy*dy + dx*dx < r*r)//2
+
+def test_radius_pairs_refuses_a_grid_too_small():
+    with pytest.raises(ValueError, match='too small for radius 5: it needs at least 5 rows and 9 columns'): radius_pairs(4, 20)
+    with pytest.raises(ValueError, match='too small'): radius_pairs(20, 8)
+    with pytest.raises(ValueError, match='at least 2'): radius_pairs(20, 20, 1)
+
+def test_pair_labels_by_hand():
+    "A 2×5 grid, radius 2 (sources 1, 2, 3): background, one class, another class, unsure"
+    lab = torch.tensor([[[0, 0, 3, 3, 255],
+                         [0, 4, 3, 0, 0]]], dtype=torch.uint8)
+    frm, to = radius_pairs(2, 5, 2)
+    assert frm.tolist() == [1, 2, 3]*4 and to.tolist() == [2, 3, 4, 5, 6, 7, 6, 7, 8, 7, 8, 9]
+    bg, fg, neg = (t[0].tolist() for t in pair_labels(lab, (frm, to)))
+    #       1-2 2-3 3-4 | 1-5 2-6 3-7 | 1-6 2-7 3-8 | 1-7 2-8 3-9
+    assert bg  == [0, 0, 0,   1, 0, 0,   0, 0, 0,   0, 0, 0]
+    assert fg  == [0, 1, 0,   0, 0, 1,   0, 1, 0,   0, 0, 0]
+    assert neg == [1, 0, 0,   0, 1, 0,   1, 0, 1,   1, 1, 1]
+
+def test_confident_labels_by_hand():
+    "Keys 0, 1, 8: the low-alpha class wins unless the high-alpha argmax is background; low-alpha background is unsure; no score: 255"
+    la = np.zeros((3, 1, 5), np.float32); ha = np.zeros((3, 1, 5), np.float32)
+    la[:, 0, 0], ha[:, 0, 0] = (.1, .2, .7), (.1, .2, .7)      # class 7 in both: 8
+    la[:, 0, 1], ha[:, 0, 1] = (.1, .7, .2), (.6, .3, .1)      # class 0 at low alpha, background at high alpha: 0
+    la[:, 0, 2], ha[:, 0, 2] = (.8, .1, .1), (.1, .1, .8)      # background at low alpha, a class at high alpha: 255
+    la[:, 0, 3], ha[:, 0, 3] = (.8, .1, .1), (.8, .1, .1)      # background in both: 0
+    assert confident_labels(la, ha, [0, 1, 8]).tolist() == [[8, 0, 255, 0, 255]]
+
+def test_dataset_labels_are_block_means_then_argmax(tmp_path):
+    "A 32×32 image, crop 32, stride 8: a 4×4 grid; one block is 3/4 background-leaning pixels and 1/4 sure class pixels, whose mean leans to the class"
+    voc = tmp_path/'VOC2012'
+    for sub in ('JPEGImages', 'SegmentationClass', 'ImageSets/Segmentation'): (voc/sub).mkdir(parents=True)
+    Image.fromarray(np.full((32, 32, 3), 128, np.uint8)).save(voc/'JPEGImages'/'a.jpg')
+    cls = np.zeros((32, 32), np.float32); cls[:16, :16] = 0.9     # class 4 (key 5) in the top-left 2×2 blocks
+    cls[16:24, 16:24] = 0.4; cls[16:20, 16:20] = 1.0              # block (2, 2): pixel majority background, mean 0.55 class
+    la, ha = {0: 1 - cls, 5: cls}, {0: 1 - cls, 5: cls.copy()}
+    ha[0][:, 24:] = 0.05; ha[5][:, 24:] = 0.95                     # last column: high alpha says class, low alpha background: unsure
+    for d, s in (('la', la), ('ha', ha)): (tmp_path/d).mkdir(); np.save(tmp_path/d/'a.npy', s)
+    want = torch.tensor([[5, 5, 0, 255], [5, 5, 0, 255], [0, 0, 5, 255], [0, 0, 0, 255]], dtype=torch.uint8)
+    ds = AffinityDataset(tmp_path, tmp_path/'la', tmp_path/'ha', ['a'], crop=32, stride=8)
+    seen = set()
+    for seed in range(8):
+        torch.manual_seed(seed)
+        x, lab = ds[0]
+        assert x.shape == (3, 32, 32) and lab.dtype == torch.uint8
+        assert torch.equal(lab, want) or torch.equal(lab, want.flip(-1))
+        seen.add(torch.equal(lab, want))
+    assert seen == {True, False}                                    # both flips drawn
+
+def test_random_crop_pads_and_places_like_the_released_crop():
+    torch.manual_seed(0)
+    x = torch.arange(1., 13).view(1, 3, 4)
+    for _ in range(20):
+        c, = random_crop([x], 5)                                    # 3×4 into 5×5: the whole tensor at a random place, zeros around
+        (ys, xs) = c[0].nonzero(as_tuple=True)
+        assert c.sum() == x.sum() and ys.max() - ys.min() == 2 and xs.max() - xs.min() == 3
+        assert torch.equal(c[0, ys.min():ys.min() + 3, xs.min():xs.min() + 4], x[0])
+
+def test_loss_by_hand_and_its_gradient():
+    aff = torch.tensor([[0.9, 0.5, 0.2, 0.6, 0.3]], requires_grad=True)
+    bg, fg, neg = (torch.tensor([v], dtype=torch.float32) for v in ([1, 1, 0, 0, 0], [0, 0, 1, 0, 0], [0, 0, 0, 1, 1]))
+    loss, terms = affinity_loss(aff, bg, fg, neg)
+    e = 1e-5
+    hand = dict(bg=-(np.log(0.9 + e) + np.log(0.5 + e))/(2 + e), fg=-np.log(0.2 + e)/(1 + e), neg=-(np.log(0.4 + e) + np.log(0.7 + e))/(2 + e))
+    for k, v in hand.items(): assert abs(terms[k].item() - v) < 1e-6, k
+    assert abs(loss.item() - (hand['bg']/4 + hand['fg']/4 + hand['neg']/2)) < 1e-6
+    loss.backward()                                                 # d/da of -log(a)/n/4 is -1/(4 n a); of -log(1 - a)/n/2 is 1/(2 n (1 - a))
+    want = [-1/(4*2*0.9), -1/(4*2*0.5), -1/(4*1*0.2), 1/(2*2*0.4), 1/(2*2*0.7)]
+    np.testing.assert_allclose(aff.grad[0].numpy(), want, rtol=1e-3)
+
+# ---- the network and its weights
+
+def test_init_copies_the_classifier_backbone_and_refuses_another(chain):
+    t, root, ids = chain
+    cfg = AffinityConfig(backbone='tiny', width=8, crop=40, device='cpu')
+    model = build_affinity_model(cfg)
+    assert init_affinity(model, cfg, ckpt=t/'clf.pt') == f"ckpt {t/'clf.pt'}"
+    clf = torch.load(t/'clf.pt', weights_only=False)['model']
+    for k, v in model.backbone.state_dict().items(): assert torch.equal(v, clf['backbone.' + k]), k
+    with pytest.raises(ValueError, match=r"holds another network; \(asked for, stored\): \{'width': \(16, 8\)\}"):
+        init_affinity(build_affinity_model(AffinityConfig(backbone='tiny', crop=40)), AffinityConfig(backbone='tiny', crop=40), ckpt=t/'clf.pt')
+    with pytest.raises(ValueError, match='exactly one of'): init_affinity(model, cfg)
+    with pytest.raises(ValueError, match='no ImageNet weights'): init_affinity(model, cfg, imagenet='x.pth')
+
+# ---- SIGKILL and resume
+
+def train_run(out, root, crf):
+    "A run small enough for seconds: the tiny backbone on the fixture's train images, 3 epochs of 4 steps; resumes `out` if it holds a checkpoint"
+    cfg = AffinityConfig.synthetic(crop=40, width=8, epochs=3, batch_size=2, device='cpu')
+    ds = AffinityDataset(root, crf_folder(crf, 2), crf_folder(crf, 21), 'train', crop=cfg.crop, stride=cfg.stride)
+    train_affinity(build_affinity_model(cfg), ds, cfg, out, resume=True, progress=False)
+
+DRIVER = f'''
+import sys, torch
+from aeft.affinity import AffinityConfig, AffinityDataset, build_affinity_model, train_affinity
+from aeft.crf import crf_folder
+torch.set_num_threads(1)
+{inspect.getsource(train_run)}
+train_run(*sys.argv[1:4])
+'''
+
+def test_sigkill_at_a_random_moment_then_resume_gives_the_same_weights(chain, tmp_path, monkeypatch):
+    "test_train's kill_after, driving this stage in a process: killed twice at random steps, resumed to the end, equal to an uninterrupted run (in this process)"
+    t, root, ids = chain
+    def drive(out, popen=False):
+        cmd = [sys.executable, '-c', DRIVER, str(out), str(root), str(t/'crf')]
+        if popen: return subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        r = subprocess.run(cmd, env=ENV, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[-3000:]
+    monkeypatch.setattr(test_train, 'drive', drive)
+    keys = ('epoch', 'step', 'lr', 'loss', 'bg', 'fg', 'neg')
+    train_run(tmp_path/'a', root, t/'crf')
+    n = len(steps(tmp_path/'a', keys))
+    assert n == 3*(len(ids)//2)
+    k1 = random.randint(1, n//2); k2 = random.randint(k1 + 1, n - 1)
+    test_train.kill_after(tmp_path/'b', k1)
+    test_train.kill_after(tmp_path/'b', k2)
+    drive(tmp_path/'b')
+    assert_same(weights(tmp_path/'a'), weights(tmp_path/'b'))
+    assert steps(tmp_path/'a', keys) == steps(tmp_path/'b', keys), (k1, k2)
+
+# ---- the command
+
+def test_aeft_affinity_end_to_end(chain, tmp_path):
+    t, root, ids = chain
+    out = tmp_path/'run'
+    args = ('--crf', t/'crf', '--root', root, '--split', 'train', '--backbone', 'tiny', '--batch_size', 4,
+            '--opts', 'crop=40 width=8 device=cpu', '--out', out, '--progress', 'False')
+    r = run('aeft_affinity', *args, '--ckpt', t/'clf.pt', '--epochs', 2)
+    assert r.returncode == 0, r.stderr
+    assert f'aeft_affinity: 2 epochs on {len(ids)} images done' in r.stdout
+    assert sorted(p.name for p in out.iterdir()) == ['config.json', 'curves.png', 'last.pt', 'log.jsonl']
+    cfg = json.loads((out/'config.json').read_text())
+    assert (cfg['low_alpha'], cfg['high_alpha'], cfg['radius'], cfg['init']) == (2, 21, 5, f"ckpt {(t/'clf.pt').resolve()}")
+    model, c = load_affinity_model(out/'last.pt', backbone='tiny', width=8)
+    assert not model.training and model(torch.zeros(1, 3, 40, 40)).shape == (1, 28, 10, 10)
+    rows = [json.loads(l) for l in (out/'log.jsonl').read_text().splitlines()]
+    assert [r['epoch'] for r in rows if r['kind'] == 'epoch'] == [0, 1]
+    assert all(np.isfinite([r[k] for k in ('loss', 'bg', 'fg', 'neg')]).all() for r in rows)
+    # --resume without naming the classifier again (a finished run: nothing left to train); a fresh run into the same folder is refused
+    before = (out/'log.jsonl').read_text()
+    call(chain, out, epochs=2, batch_size=4, resume=True, ckpt=None)
+    assert (out/'log.jsonl').read_text() == before
+    with pytest.raises(SystemExit, match=r'aeft_affinity: .*last.pt exists: resume it \(--resume\) or choose another --out'): call(chain, out, epochs=2, batch_size=4)
+
+def call(chain, out, **kw):
+    t, root, ids = chain
+    kw = {**dict(crf=str(t/'crf'), root=str(root), split='train', backbone='tiny', ckpt=str(t/'clf.pt'), epochs=1,
+                 opts='crop=40 width=8 device=cpu', out=str(out), progress=False), **kw}
+    return aeft_affinity(**kw)
+
+def test_errors_are_clear(chain, tmp_path):
+    t, root, ids = chain
+    # a CRF folder of another alpha (its manifest), a missing alpha, a CRF folder that lacks an image
+    shutil.copytree(t/'crf'/'02', tmp_path/'crf'/'05'); shutil.copytree(t/'crf'/'21', tmp_path/'crf'/'21')
+    with pytest.raises(SystemExit, match=r"aeft_affinity: .*05/manifest.json records alpha 2, not 5"): call(chain, tmp_path/'o', crf=str(tmp_path/'crf'), low_alpha=5)
+    with pytest.raises(SystemExit, match=r"no CRF outputs at alpha 3"): call(chain, tmp_path/'o', low_alpha=3)
+    (tmp_path/'crf'/'21'/f'{ids[3]}.npy').unlink(); shutil.copytree(t/'crf'/'02', tmp_path/'crf'/'02')
+    with pytest.raises(SystemExit, match=rf"CRF folder .*21 has no output for 1 of the {len(ids)} images \(e.g. {ids[3]}\); run aeft_crf"):
+        call(chain, tmp_path/'o', crf=str(tmp_path/'crf'))
+    # the weights to start from: none, two, a classifier of another backbone
+    with pytest.raises(SystemExit, match='give the weights to start from'): call(chain, tmp_path/'o', ckpt=None)
+    with pytest.raises(SystemExit, match=r"give one of --ckpt, --official and --imagenet, got \['ckpt', 'imagenet'\]"): call(chain, tmp_path/'o', imagenet='x')
+    with pytest.raises(SystemExit, match=r"holds another network; \(asked for, stored\): \{'width': \(16, 8\)\}"): call(chain, tmp_path/'o', opts='crop=40 device=cpu')
+    with pytest.raises(SystemExit, match=r"AffinityConfig.low_alpha must be at least 0 and below high_alpha"): call(chain, tmp_path/'o', low_alpha=21, high_alpha=2)
+    # an AffinityNet checkpoint: resumed or loaded as another backbone; a classifier checkpoint where AffinityNet's is expected
+    call(chain, tmp_path/'run')
+    with pytest.raises(SystemExit, match=r"last.pt was written with another config; \(now, then\): \{'width': \(4, 8\)"):
+        call(chain, tmp_path/'run', resume=True, opts='crop=40 width=4 device=cpu', ckpt=None)
+    with pytest.raises(ValueError, match=r"holds another AffinityNet; \(asked for, stored\): \{'backbone': \('resnet38d', 'tiny'\)\}"):
+        load_affinity_model(tmp_path/'run'/'last.pt', backbone='resnet38d')
+    with pytest.raises(ValueError, match=r"clf.pt is not an AffinityNet checkpoint \(it holds a classifier written by aeft_train\)"):
+        load_affinity_model(t/'clf.pt')
+    with pytest.raises(ValueError, match=r"\['head'\] are not AffinityNet model fields"): load_affinity_model(tmp_path/'run'/'last.pt', head='gpp')
