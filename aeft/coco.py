@@ -248,7 +248,7 @@ def coco_split(root, split, verbose=True):
         warnings.warn(f"COCO split {split!r} has {len(ids):,} images with annotations, the paper's {KNOWN_SIZES[split]:,}")
     return ids
 
-# %% ../nbs/11_coco.ipynb #be7deed8
+# %% ../nbs/11_coco.ipynb #2c437e55
 MASK_CONVENTION = 'ReCAM mscoco/annToMask.py: non-crowd instances in file order over background 0, labels 0-80'
 
 def mask_folder(root, split):
@@ -266,7 +266,8 @@ def _manifest(folder, want):
                              f"convention {have.get('convention')!r}), not from {want['annotations']} as it is now (size and time {want['stamp']}, "
                              f"convention {want['convention']!r}): its masks are stale; delete {folder} to rebuild them")
         return
-    if folder.is_dir() and any(folder.iterdir()): raise ValueError(f"{folder} holds files but no manifest.json, so aeft did not make it; delete it")
+    if folder.is_dir() and any(not f.name.startswith('.') for f in folder.iterdir()):   # hidden: another process's file being written
+        raise ValueError(f"{folder} holds files but no manifest.json, so aeft did not make it; delete it")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write(p, lambda f: f.write(json.dumps(want).encode()))
