@@ -7,7 +7,11 @@ from PIL import Image
 from aeft.voc import write_tiny_voc, voc_splits
 from aeft.config import make_config, build_model
 from aeft.crf import aeft_crf, crf_folder
-from aeft.affinity import (radius_pairs, displacements, confident_labels, pair_labels, affinity_loss, random_crop, AffinityDataset,
+from torch.utils.data import TensorDataset
+from aeft.core import IMAGENET_STATS
+from aeft.gpp import TinyBackbone
+from aeft.learner import max_steps
+from aeft.affinity import (radius_pairs, displacements, confident_labels, pair_labels, affinity_loss, random_crop, AffinityDataset, AffinityNet,
                            AffinityConfig, build_affinity_model, init_affinity, load_affinity_model, train_affinity, aeft_affinity)
 import test_train
 from test_train import assert_same, weights, steps, ENV
@@ -93,6 +97,26 @@ def test_dataset_labels_are_block_means_then_argmax(tmp_path):
         seen.add(torch.equal(lab, want))
     assert seen == {True, False}                                    # both flips drawn
 
+def test_crop_pads_black_before_normalisation_and_unscored_blocks_are_ignored(tmp_path):
+    "A grey 16×32 image in a 32 crop: the padded rows hold black normalised (the released crop runs on raw pixels); a block row wholly outside the image is 255"
+    voc = tmp_path/'VOC2012'
+    for sub in ('JPEGImages', 'SegmentationClass', 'ImageSets/Segmentation'): (voc/sub).mkdir(parents=True)
+    Image.fromarray(np.full((16, 32, 3), 128, np.uint8)).save(voc/'JPEGImages'/'a.jpg')
+    crf = {0: np.full((16, 32), 0.2, np.float32), 1: np.full((16, 32), 0.8, np.float32)}
+    for d in ('la', 'ha'): (tmp_path/d).mkdir(); np.save(tmp_path/d/'a.npy', crf)
+    ds = AffinityDataset(tmp_path, tmp_path/'la', tmp_path/'ha', ['a'], crop=32, stride=8)
+    black = torch.tensor([-m/s for m, s in zip(*IMAGENET_STATS)])[:, None]
+    offsets = set()
+    for seed in range(12):
+        torch.manual_seed(seed)
+        x, lab = ds[0]
+        pad = torch.tensor([torch.allclose(x[:, r], black.expand(3, 32)) for r in range(32)])
+        assert pad.sum() == 16 and not pad[int(pad.long().argmin()):][:16].any()   # 16 consecutive image rows, the rest black
+        offsets.add(int(pad.long().argmin()))
+        outside = pad.view(4, 8).all(1)
+        assert torch.equal(lab == 255, outside[:, None].expand(4, 4)) and (lab[~outside] == 1).all()
+    assert len(offsets) > 3
+
 def test_random_crop_pads_and_places_like_the_released_crop():
     torch.manual_seed(0)
     x = torch.arange(1., 13).view(1, 3, 4)
@@ -114,7 +138,39 @@ def test_loss_by_hand_and_its_gradient():
     want = [-1/(4*2*0.9), -1/(4*2*0.5), -1/(4*1*0.2), 1/(2*2*0.4), 1/(2*2*0.7)]
     np.testing.assert_allclose(aff.grad[0].numpy(), want, rtol=1e-3)
 
-# ---- the network and its weights
+# ---- the network, its weights, the recipe
+
+def test_new_layers_start_as_released():
+    "f8_3, f8_4, f8_5 Kaiming-normal (std √(2/fan_in)); f9 Xavier-uniform with gain 4 (bound 4√(6/(fan_in + fan_out))): resnet38_aff.py"
+    torch.manual_seed(0)
+    net = AffinityNet(TinyBackbone(4), None, (512, 1024, 4096))
+    for c, (o, i) in zip((net.f8_3, net.f8_4, net.f8_5), [(64, 512), (128, 1024), (256, 4096)]):
+        assert c.weight.shape == (o, i, 1, 1) and c.bias is None
+        assert abs(c.weight.std().item()/np.sqrt(2/i) - 1) < 0.03 and abs(c.weight.mean().item()) < 0.01*np.sqrt(2/i)
+    w, bound = net.f9.weight, 4*np.sqrt(6/(448 + 448))
+    assert w.shape == (448, 448, 1, 1) and net.f9.bias is None
+    assert 0.99*bound < w.abs().max() <= bound and abs(w.std().item()/(bound/np.sqrt(3)) - 1) < 0.02
+
+def test_released_defaults():
+    "train_aff.py: crop 448, batch 8, 8 epochs, lr 0.01, wd 5e-4, poly 0.9, radius 5, ColorJitter(0.3, 0.3, 0.3, 0.1), no resize; README: alphas 2 and 21"
+    cfg = AffinityConfig()
+    assert (cfg.crop, cfg.batch_size, cfg.epochs, cfg.lr, cfg.weight_decay, cfg.power, cfg.optimizer, cfg.radius) == (448, 8, 8, 0.01, 5e-4, 0.9, 'released', 5)
+    assert (cfg.low_alpha, cfg.high_alpha, cfg.jitter, cfg.long_side, cfg.stride) == (2, 21, (0.3, 0.3, 0.3, 0.1), None, 8)
+    assert (cfg.backbone, cfg.dropout, cfg.frozen, cfg.freeze_bn) == ('resnet38d', (0.3, 0.5), ('conv1a', 'b2', 'b2_1', 'b2_2'), True)
+    assert max_steps(cfg, 10582) == 8*(10582//8)                      # max_step = len(train_dataset) // batch_size * max_epoches
+    p = inspect.signature(aeft_affinity).parameters
+    assert {k: p[k].default for k in ('low_alpha', 'high_alpha', 'split', 'backbone', 'bf16')} == dict(low_alpha=2, high_alpha=21, split='train_aug', backbone='resnet38d', bf16=False)
+
+def test_released_optimiser_groups(tmp_path):
+    "PolyOptimizer of train_aff.py: weight decay 5e-4 in SGD's momentum slot, the four new layers at 10× lr with weight decay, no biases"
+    cfg = AffinityConfig(backbone='tiny', width=8, crop=40, batch_size=2, epochs=1, device='cpu')
+    model = build_affinity_model(cfg)
+    ds = TensorDataset(torch.randn(2, 3, 40, 40), torch.randint(0, 3, (2, 10, 10), dtype=torch.uint8))
+    g = {x['name']: x for x in train_affinity(model, ds, cfg, tmp_path, progress=False).opt.param_groups}
+    assert [id(p) for p in g['new_weights']['params']] == [id(c.weight) for c in model.new_layers()]
+    assert (g['pretrained_weights']['initial_lr'], g['new_weights']['initial_lr']) == (0.01, 0.1)
+    assert g['new_weights']['weight_decay'] == g['pretrained_weights']['weight_decay'] == 5e-4
+    assert all(x['momentum'] == 5e-4 for x in g.values()) and not g['new_biases']['params'] and 'other' not in g
 
 def test_init_copies_the_classifier_backbone_and_refuses_another(chain):
     t, root, ids = chain
