@@ -9,7 +9,7 @@ __all__ = ['AFF_WIDTHS', 'AFF_DROPOUT', 'AFFINITY_BACKBONES', 'AFF_STRIDES', 'AF
            'affinity_step', 'init_affinity', 'checked_affinity_config', 'load_affinity_model', 'random_crop',
            'AffinityDataset', 'train_affinity', 'disc_pairs', 'pair_map', 'aeft_affinity']
 
-# %% ../nbs/20_affinity.ipynb #de4b2774
+# %% ../nbs/20_affinity.ipynb #e3986752
 import functools, json, os
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -30,14 +30,14 @@ from .learner import Learner, PlotCB, NonFiniteLoss, loader_kwargs, pick_device
 from .cam import load_cam_model
 from .crf import crf_folder, load_crf
 
-# %% ../nbs/20_affinity.ipynb #ea58eff3
+# %% ../nbs/20_affinity.ipynb #7d66198b
 def displacements(radius=5):
     "The (dy, dx) of PSA's half disc of `radius`: (0, 1..r-1), then rows dy = 1..r-1 with |dx| < r and dy² + dx² < r²"
     if radius < 2: raise ValueError(f"`radius` must be at least 2, got {radius}")
     return [(0, dx) for dx in range(1, radius)] + [(dy, dx) for dy in range(1, radius) for dx in range(1 - radius, radius)
                                                    if dy*dy + dx*dx < radius*radius]
 
-# %% ../nbs/20_affinity.ipynb #b57c6ce5
+# %% ../nbs/20_affinity.ipynb #3c73de28
 def radius_pairs(h, w, radius=5):
     "(from, to): int64 tensors of flat row-major indices into an `h`×`w` grid, the pairs of `get_indices_of_pairs` of PSA, displacement by displacement"
     r = radius - 1
@@ -47,14 +47,14 @@ def radius_pairs(h, w, radius=5):
     to = torch.cat([idx[dy:dy + h - r, r + dx:w - r + dx].reshape(-1) for dy, dx in displacements(radius)])
     return src.repeat(len(displacements(radius))), to
 
-# %% ../nbs/20_affinity.ipynb #3049b8cb
+# %% ../nbs/20_affinity.ipynb #40ccd5ca
 def affinities(f, pairs):
     "(N, P) affinities exp(-mean_d |f_i - f_j|) of the embeddings `f` (N, D, h, w) over `pairs` (from, to) of flat indices"
     frm, to = (p.to(f.device) for p in pairs)
     x = f.flatten(2)
     return torch.exp(-(x.index_select(2, frm) - x.index_select(2, to)).abs().mean(1))
 
-# %% ../nbs/20_affinity.ipynb #8b0ed771
+# %% ../nbs/20_affinity.ipynb #796cec63
 def score_stack(crf, source='the CRF output'):
     "(sorted keys, background 0 first; their maps as one float32 (K, H, W) array) of a CRF output {0: background, k+1: class k}"
     keys = sorted(crf)
@@ -71,7 +71,7 @@ def confident_labels(la, ha, keys):
     out[torch.cat([la, ha]).amax(0) < 1e-5] = IGNORE
     return out
 
-# %% ../nbs/20_affinity.ipynb #f6ed8194
+# %% ../nbs/20_affinity.ipynb #c1e13671
 def pair_labels(labels, pairs):
     "(bg, fg, neg): float (N, P) indicators over `pairs` of the labels (N, h, w): both background, both one class, two labels; 255 at an end: none"
     frm, to = (p.to(labels.device) for p in pairs)
@@ -81,7 +81,7 @@ def pair_labels(labels, pairs):
     same = (a == b) & valid
     return (same & (a == 0)).float(), (same & (a != 0)).float(), ((a != b) & valid).float()
 
-# %% ../nbs/20_affinity.ipynb #62512b56
+# %% ../nbs/20_affinity.ipynb #5b4c5eaa
 AFF_WIDTHS = (64, 128, 256)   # f8_3, f8_4, f8_5 of networks/resnet38_aff.py (KAIST-vilab/AEFT, PSA); f9: their sum, 448
 AFF_DROPOUT = (0.3, 0.5)      # b6, b7 of `Net` in networks/resnet38d.py of KAIST-vilab/AEFT, which resnet38_aff.py extends
 
@@ -108,7 +108,7 @@ def levels_tiny(b, x):
         if i >= len(b) - 3: out.append(x)
     return out
 
-# %% ../nbs/20_affinity.ipynb #be26256b
+# %% ../nbs/20_affinity.ipynb #091495cd
 class AffinityNet(nn.Module):
     "Three backbone levels → 1×1 conv + ELU each → concatenated → 1×1 conv + ELU: an embedding (N, D, h, w) at the backbone's stride"
     def __init__(self, backbone, levels, in_channels, widths=AFF_WIDTHS):
@@ -125,7 +125,7 @@ class AffinityNet(nn.Module):
         fs = [F.elu(c(f)) for c, f in zip((self.f8_3, self.f8_4, self.f8_5), self.levels(self.backbone, x))]
         return F.elu(self.f9(torch.cat(fs, 1)))
 
-# %% ../nbs/20_affinity.ipynb #f5ae2c63
+# %% ../nbs/20_affinity.ipynb #18614697
 AFFINITY_BACKBONES = ('resnet38d', 'resnet50', 'tiny')
 
 def affinity_net(backbone='resnet38d', width=16, dropout=None, frozen=None, freeze_bn=True):
@@ -143,14 +143,14 @@ def affinity_net(backbone='resnet38d', width=16, dropout=None, frozen=None, free
             if isinstance(m, nn.BatchNorm2d): m.requires_grad_(False)
     return AffinityNet(b, levels_tiny, (2*width, 4*width, 4*width), (width//2, width, 2*width))
 
-# %% ../nbs/20_affinity.ipynb #3a916905
+# %% ../nbs/20_affinity.ipynb #27cffbd7
 def affinity_loss(aff, bg, fg, neg, eps=1e-5):
     "(bg/4 + fg/4 + neg/2, {'bg', 'fg', 'neg'}) of affinities `aff` (N, P) against the pair labels, each term over its pairs + `eps` (train_aff.py)"
     term = lambda lab, p: torch.sum(-lab*torch.log(p))/(torch.sum(lab) + eps)
     b, f, n = term(bg, aff + eps), term(fg, aff + eps), term(neg, 1. + eps - aff)
     return b/4 + f/4 + n/2, dict(bg=b, fg=f, neg=n)
 
-# %% ../nbs/20_affinity.ipynb #e1df774c
+# %% ../nbs/20_affinity.ipynb #42853011
 AFF_STRIDES = dict(resnet38d=8, resnet50=8, tiny=4)   # output stride of each AffinityNet backbone
 AFFINITY_MODEL_FIELDS = ('backbone', 'width', 'dropout', 'frozen', 'freeze_bn')
 
@@ -222,7 +222,7 @@ def build_affinity_model(cfg):
     torch.manual_seed(cfg.seed)
     return affinity_net(cfg.backbone, cfg.width, cfg.dropout, cfg.frozen, cfg.freeze_bn)
 
-# %% ../nbs/20_affinity.ipynb #6cf60178
+# %% ../nbs/20_affinity.ipynb #3ce8542e
 @functools.lru_cache(maxsize=16)
 def _pairs(h, w, radius, device): return tuple(p.to(device) for p in radius_pairs(h, w, radius))
 
@@ -235,7 +235,7 @@ def affinity_step(model, batch, cfg):
     pairs = _pairs(*labels.shape[-2:], cfg.radius, str(labels.device))
     return affinity_loss(affinities(f, pairs), *pair_labels(labels, pairs))
 
-# %% ../nbs/20_affinity.ipynb #c32b7eb2
+# %% ../nbs/20_affinity.ipynb #cb7ef739
 def init_affinity(model, cfg, ckpt=None, official=None, imagenet=None):
     "Load `model.backbone` from the classifier `ckpt` (aeft_train) or `official` (the released checkpoint), or from `imagenet` weights; returns what was loaded"
     given = {k: v for k, v in dict(ckpt=ckpt, official=official, imagenet=imagenet).items() if v is not None}
@@ -253,7 +253,7 @@ def init_affinity(model, cfg, ckpt=None, official=None, imagenet=None):
     return f'{kind} {path}'
 
 
-# %% ../nbs/20_affinity.ipynb #646dc06b
+# %% ../nbs/20_affinity.ipynb #63b78b27
 def checked_affinity_config(stored, source, **asked):
     "`AffinityConfig` from a checkpoint's config dict `stored`; ValueError naming `source` if it is not AffinityNet's or its network differs from `asked`"
     if not isinstance(stored, dict) or 'radius' not in stored or 'low_alpha' not in stored:
@@ -279,7 +279,7 @@ def load_affinity_model(path, device='cpu', **asked):
     model.load_state_dict(ck['model'])
     return model.to(device).eval(), cfg
 
-# %% ../nbs/20_affinity.ipynb #71447d3a
+# %% ../nbs/20_affinity.ipynb #d2f98854
 def random_crop(tensors, size):
     "The same random `size`×`size` window of each (C, H, W) tensor, zero-padded where the tensor is smaller (`RandomCrop` of afftools/imutils.py)"
     h, w = tensors[0].shape[-2:]
@@ -295,7 +295,7 @@ def random_crop(tensors, size):
         out.append(c)
     return out
 
-# %% ../nbs/20_affinity.ipynb #f9583c4b
+# %% ../nbs/20_affinity.ipynb #e0e7fd4b
 class AffinityDataset(Dataset):
     "Images of a VOC split with their confident labels from the CRF folders `la_dir` and `ha_dir`, augmented as train_aff.py: (image (3, crop, crop), labels (crop/stride,)×2 uint8)"
     def __init__(self, root, la_dir, ha_dir, split='train_aug', sbd=None, crop=448, stride=8, jitter=(0.3, 0.3, 0.3, 0.1), long_side=None):
@@ -337,13 +337,13 @@ class AffinityDataset(Dataset):
         s = F.avg_pool2d(s[None], self.stride)[0]
         return TF.normalize(x, *IMAGENET_STATS), confident_labels(s[:len(keys)], s[len(keys):], keys)
 
-# %% ../nbs/20_affinity.ipynb #7fa9be9d
+# %% ../nbs/20_affinity.ipynb #cca95e03
 def train_affinity(model, ds, cfg, out, resume=False, cbs=(), progress=True, **dl_kwargs):
     "Train AffinityNet `model` on `ds` (an `AffinityDataset`) as `cfg` says; log, `last.pt` and curves in `out`; returns the `Learner`"
     phases = lambda epoch: ('affinity', affinity_step, cfg.batch_size)
     return Learner(model, ds, cfg, out, phases=phases, new=model.new_layers(), cbs=[PlotCB(), *cbs], progress=progress, **dl_kwargs).fit(resume)
 
-# %% ../nbs/20_affinity.ipynb #cdbb16c0
+# %% ../nbs/20_affinity.ipynb #713cb52f
 def disc_pairs(p, h, w, radius=5):
     "(from, to): grid position `p` (flat index into an `h`×`w` grid) paired with every other position closer than `radius`, to draw its neighbourhood"
     y, x = divmod(p, w)
@@ -359,7 +359,7 @@ def pair_map(values, pairs, h, w):
     out[pairs[1]] = values.float()
     return out.view(h, w)
 
-# %% ../nbs/20_affinity.ipynb #86dc45ac
+# %% ../nbs/20_affinity.ipynb #51adc269
 def _source(ckpt, official, imagenet):
     "`init_affinity`'s description of the one given weights source (files by their absolute path), or None"
     given = [(k, v) for k, v in dict(ckpt=ckpt, official=official, imagenet=imagenet).items() if v is not None]
