@@ -1,0 +1,216 @@
+"Predictions: the evaluator against an independent count, the server format round trip, fusion invariants, aeft_predict end to end on the VOC-format fixture and on the genuine VOC sample, and its errors"
+import json, os, shutil, signal, subprocess, sys, tarfile, time
+from dataclasses import asdict
+from pathlib import Path
+import numpy as np, pytest, torch
+from torch import nn
+from PIL import Image
+from aeft.core import voc_palette
+from aeft.cam import to_input
+from aeft.voc import write_tiny_voc, write_voc_image, read_ids, read_mask
+from aeft.segment import SegmentConfig, build_segmenter
+from aeft.predict import (segment_scores, fused_mask, SplitImages, write_mask, predict_split, claim_folder, score_predictions,
+                          server_folder, write_archive, check_archive, aeft_predict, MANIFEST, FUSIONS)
+
+pytestmark = pytest.mark.filterwarnings('ignore:VOC split')
+BIN = Path(sys.executable).parent
+SAMPLE = Path(__file__).parent/'data'/'voc-sample'
+
+def save_segmenter(path, **kw):
+    "A checkpoint of an untrained tiny segmentation network, as aeft_segment stores one"
+    cfg = SegmentConfig(**{**dict(backbone='tiny', width=4, device='cpu'), **kw})
+    torch.save(dict(model=build_segmenter(cfg).state_dict(), config=asdict(cfg)), path)
+    return path
+
+@pytest.fixture(scope='module')
+def setup(tmp_path_factory):
+    t = tmp_path_factory.mktemp('predict')
+    return t, write_tiny_voc(t/'data', sbd=None), save_segmenter(t/'seg.pt')
+
+def message(**kw):
+    "The one line aeft_predict exits with"
+    with pytest.raises(SystemExit) as e: aeft_predict(progress=False, **kw)
+    return str(e.value)
+
+def hand_voc(root, items):
+    "A VOC2012 folder under `root` with the images of `items` ({id: (gt mask, split)}), their masks and split lists"
+    voc = root/'VOCdevkit'/'VOC2012'
+    for id, (gt, _) in items.items(): write_voc_image(voc, id, np.full((*gt.shape, 3), 128, np.uint8), mask=gt)
+    (voc/'ImageSets'/'Segmentation').mkdir(parents=True)
+    for split in ('train', 'val'):
+        (voc/'ImageSets'/'Segmentation'/f'{split}.txt').write_text(''.join(f'{i}\n' for i, (_, s) in items.items() if s == split))
+    return voc
+
+def test_scores_equal_an_independent_confusion_count(tmp_path):
+    # two val images; 255 in the ground truth (its prediction, 5, is not counted), class 5 in no counted pixel, classes 4 and 6-20 nowhere
+    gts = {'A': np.array([[0, 1, 1], [255, 2, 0]]), 'B': np.array([[3, 3]])}
+    preds = {'A': np.array([[0, 1, 2], [5, 2, 2]]), 'B': np.array([[3, 0]])}
+    hand_voc(tmp_path, {k: (v, 'val') for k, v in gts.items()})
+    out = tmp_path/'pred'; out.mkdir()
+    for k, p in preds.items(): write_mask(p, out/f'{k}.png')
+    res = score_predictions(out, tmp_path, 'val', progress=False)
+    cm = np.zeros((21, 21), np.int64)                      # counted here without aeft.metrics
+    for k in gts:
+        for g, p in zip(gts[k].ravel(), preds[k].ravel()):
+            if g != 255: cm[g, p] += 1
+    assert np.array_equal(np.array(res['confusion']), cm)
+    assert cm[:4, :4].tolist() == [[1, 0, 1, 0], [0, 1, 1, 0], [0, 0, 1, 0], [1, 0, 0, 1]] and cm.sum() == 7
+    assert res['iou'][:4] == pytest.approx([1/3, 1/2, 1/3, 1/2])              # TP / (row + column - TP)
+    assert res['precision'][:4] == pytest.approx([1/2, 1, 1/3, 1]) and res['recall'][:4] == pytest.approx([1/2, 1/2, 1, 1/2])
+    assert all(v is None for v in res['iou'][4:])                              # absent classes: no IoU, not 0
+    assert res['miou'] == pytest.approx(5/12) and res['images'] == 2
+    assert json.loads((out/'scores.json').read_text())['confusion'] == cm.tolist() and (out/'confusion.png').is_file()
+
+def test_server_archive_round_trip(tmp_path):
+    voc = tmp_path/'VOC2012test'/'VOCdevkit'/'VOC2012'
+    rng, sizes = np.random.default_rng(0), {'2008_000001': (37, 50), '2008_000007': (41, 29), '2009_000002': (12, 80)}
+    for id, (h, w) in sizes.items(): write_voc_image(voc, id, rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+    (voc/'ImageSets'/'Segmentation').mkdir(parents=True)
+    (voc/'ImageSets'/'Segmentation'/'test.txt').write_text(''.join(f'{i}\n' for i in sizes))
+    ds = SplitImages(tmp_path/'VOC2012test', 'test')
+    out, masks = tmp_path/'sub', {id: rng.integers(0, 21, hw).astype(np.uint8) for id, hw in sizes.items()}
+    folder = server_folder(out, 'comp6'); folder.mkdir(parents=True)
+    for id, m in masks.items(): write_mask(m, folder/f'{id}.png')
+    (folder/'.2008_000001.png.1234abcd.tmp').write_bytes(b'half a PNG')         # what a killed writer leaves: never packed
+    arc = write_archive(out, ds.ids)
+    assert arc == out/'results.tar.gz' and check_archive(arc, ds) == 3
+    rel = 'results/VOC2012/Segmentation/comp6_test_cls'
+    with tarfile.open(arc, 'r:gz') as tar:
+        assert tar.getnames() == ['results', 'results/VOC2012', 'results/VOC2012/Segmentation', rel] + [f'{rel}/{i}.png' for i in sorted(sizes)]
+        for id, m in masks.items():
+            f = tar.getmember(f'{rel}/{id}.png')
+            assert f.isfile() and (f.uname, f.gname, f.uid) == ('', '', 0)
+            im = Image.open(tar.extractfile(f))
+            assert im.mode == 'P' and im.getpalette()[:63] == voc_palette()[:63] and im.size == sizes[id][::-1]
+            assert np.array_equal(np.asarray(im), m)
+    # the check refuses what the server would not score
+    write_mask(np.full(sizes['2008_000007'], 255), folder/'2008_000007.png')
+    with pytest.raises(ValueError, match='holds the label 255'): check_archive(write_archive(out, ds.ids), ds)
+    write_mask(masks['2008_000001'][:5], folder/'2008_000007.png')
+    with pytest.raises(ValueError, match='but its image'): check_archive(write_archive(out, ds.ids), ds)
+    (folder/'2008_000007.png').unlink()
+    with pytest.raises(FileNotFoundError, match='1 of the 3 masks to pack are not in'): write_archive(out, ds.ids)
+    write_mask(masks['2008_000007'], folder/'2008_000007.png')
+    with pytest.raises(ValueError, match="missing: \\['results/VOC2012/Segmentation/comp5_test_cls/"): check_archive(write_archive(out, ds.ids), ds, 'comp5')
+    extra = write_archive(out, ds.ids[:2])
+    with pytest.raises(ValueError, match='holds 2 files for 3 listed images'): check_archive(extra, ds)
+
+class Symmetric(nn.Module):
+    "A 3×3 convolution whose kernels are mirror-symmetric left to right, then a 2×2 average pool: logits at stride 2 that commute with a flip"
+    def __init__(self, C=4):
+        super().__init__(); torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, C, 3, padding=1)
+        with torch.no_grad(): self.conv.weight.copy_((self.conv.weight + self.conv.weight.flip(-1))/2)
+    def forward(self, x): return nn.functional.avg_pool2d(self.conv(x), 2)
+
+def test_flip_and_scale_invariants():
+    net, rng = Symmetric(), np.random.default_rng(0)
+    imgs = [Image.fromarray(rng.integers(0, 256, hw + (3,), dtype=np.uint8)) for hw in [(20, 31), (20, 30), (17, 9)]]
+    x = torch.randn(1, 3, 20, 30)
+    torch.testing.assert_close(net(x.flip(-1)), net(x).flip(-1))               # the network commutes with a flip (even width)
+    one = segment_scores(net, imgs[1:2])[0]
+    torch.testing.assert_close(segment_scores(net, imgs[1:2], flip=True)[0], one, atol=1e-5, rtol=0)   # so flipping adds nothing
+    for fuse in FUSIONS:    # a one-colour image: every scale and flip gives the single-scale scores (away from the zero padding)
+        flat = Image.new('RGB', (24, 16), (10, 200, 90))
+        s = segment_scores(net, [flat])[0]
+        m = segment_scores(net, [flat], scales=(0.5, 0.75, 1.0, 1.25, 1.5), flip=True, fuse=fuse)[0]
+        torch.testing.assert_close(m[:, 6:-6, 6:-6], (s.softmax(0) if fuse == 'probs' else s)[:, 6:-6, 6:-6], atol=1e-5, rtol=0)
+    a = segment_scores(net, imgs, scales=(0.5, 1.0, 1.5), flip=True, max_batch=1)
+    b = segment_scores(net, imgs, scales=(0.5, 1.0, 1.5), flip=True, max_batch=16)
+    for u, v, im in zip(a, b, imgs):                                           # batching changes nothing; scores at the image size
+        assert u.shape == (4, im.height, im.width)
+        torch.testing.assert_close(u, v, atol=1e-5, rtol=1e-5)
+    s = torch.tensor([[[0., 3.]], [[0., 3.]], [[1., -1.]]])                    # ties go to the lower class
+    assert fused_mask(s).tolist() == [[2, 0]]
+
+def test_scores_are_logits_upsampled_bilinearly():
+    net, rng = Symmetric(), np.random.default_rng(1)
+    img = Image.fromarray(rng.integers(0, 256, (21, 31, 3), dtype=np.uint8))
+    with torch.no_grad(): z = net(to_input(img)[None])                       # stride 2: 10 x 15 logits
+    assert z.shape[-2:] == (10, 15)
+    up = nn.functional.interpolate(z, size=(21, 31), mode='bilinear', align_corners=False)[0]   # main.py test of kazuto1011/deeplab-pytorch
+    torch.testing.assert_close(segment_scores(net, [img])[0], up)
+    assert np.array_equal(fused_mask(segment_scores(net, [img])[0]), up.argmax(0).numpy())
+
+def test_aeft_predict_val_end_to_end(setup):
+    t, root, ckpt = setup
+    r = subprocess.run([str(BIN/'aeft_predict'), str(ckpt), '--root', str(root), '--out', str(t/'run'), '--progress', 'False'],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert 'aeft_predict: 6 masks written' in r.stdout and 'mIoU' in r.stdout
+    ds, out = SplitImages(root, 'val'), t/'run'/'val'
+    for id in ds.ids:
+        m = read_mask(out/f'{id}.png', ds.file(id))                           # palette PNG of VOC's colours, the image's size
+        assert m.max() <= 20
+    res = json.loads((out/'scores.json').read_text())
+    assert res['images'] == 6 and res['evaluated_on'] == 'val' and len(res['confusion']) == 21
+    assert res['settings'] == json.loads((out/MANIFEST).read_text())
+    assert res['settings']['scales'] == [0.5, 0.75, 1.0] and res['settings']['fuse'] == 'max' and not res['settings']['flip']
+    assert (out/'confusion.png').is_file() and not [p for p in out.iterdir() if p.name.startswith('.')]
+    # resumed: nothing to redo; a lost mask is written again, identical
+    first = (out/f'{ds.ids[3]}.png').read_bytes()
+    (out/f'{ds.ids[3]}.png').unlink()
+    (out/f'.{ds.ids[1]}.png.deadbeef.tmp').write_bytes(b'')                   # left by a killed run
+    aeft_predict(str(ckpt), root=str(root), out=str(t/'run'), progress=False)
+    assert (out/f'{ds.ids[3]}.png').read_bytes() == first
+    with pytest.raises(SystemExit, match='holds predictions made with scales'):
+        aeft_predict(str(ckpt), root=str(root), out=str(t/'run'), scales='1.0', progress=False)
+
+def test_aeft_predict_on_the_voc_sample(tmp_path):
+    data = tmp_path/'voc-sample'; shutil.copytree(SAMPLE, data)
+    ckpt = save_segmenter(tmp_path/'seg.pt')
+    aeft_predict(str(ckpt), root=str(data), out=str(tmp_path/'run'), scales='1.0', flip=True, fuse='logits', crf='released', progress=False)
+    res = json.loads((tmp_path/'run'/'val'/'scores.json').read_text())
+    assert res['images'] == 4 and res['settings']['crf'] == 'released'
+    # the 4 val photos listed as a test split, without their masks: the server's layout and archive
+    seg = data/'VOC2012'/'ImageSets'/'Segmentation'
+    (seg/'test.txt').write_text((seg/'val.txt').read_text())
+    shutil.rmtree(data/'VOC2012'/'SegmentationClass'); shutil.rmtree(data/'VOC2012'/'SegmentationClassAug')
+    aeft_predict(str(ckpt), root=str(data), split='test', out=str(tmp_path/'run'), scales='1.0', progress=False)
+    ds = SplitImages(data, 'test')
+    assert check_archive(tmp_path/'run'/'test'/'results.tar.gz', ds) == 4
+    for id in ds.ids:
+        with Image.open(server_folder(tmp_path/'run'/'test')/f'{id}.png') as im, Image.open(ds.file(id)) as photo: assert im.size == photo.size
+
+def test_errors(setup, tmp_path):
+    t, root, ckpt = setup
+    r = subprocess.run([str(BIN/'aeft_predict'), str(save_segmenter(tmp_path/'seg7.pt', num_classes=7)), '--root', str(root), '--out', str(tmp_path/'o')],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "aeft_predict: " in r.stderr and "holds another network; (asked for, stored): {'num_classes': (21, 7)}" in r.stderr
+    assert 'Traceback' not in r.stderr and not (tmp_path/'o').exists()
+    base = dict(ckpt=str(ckpt), root=str(root), out=str(tmp_path/'o'))
+    voc = root/'VOCdevkit'/'VOC2012'
+    (voc/'ImageSets'/'Segmentation'/'gone.txt').write_text('2026_000008\n2026_009999\n')
+    assert '1 of the 2 images listed in' in message(**base, split='gone') and '2026_009999.jpg' in message(**base, split='gone')
+    assert 'The test images and their list come in the VOC2012 test download' in message(**base, split='test')
+    assert f"checkpoint {tmp_path/'none.pt'} does not exist" in message(**dict(base, ckpt=str(tmp_path/'none.pt')))
+    assert '--fuse must be one of logits, probs, max' in message(**base, fuse='mean')
+    assert '--scales must be comma-separated numbers' in message(**base, scales='1,x')
+    assert '--scales must hold at least one positive scale' in message(**base, scales='0')
+    assert "`comp` must be one of ('comp5', 'comp6')" in message(**base, split='test', comp='comp3')
+    assert not (tmp_path/'o').exists()
+    # a folder of another checkpoint's predictions, and PNGs nobody accounts for
+    aeft_predict(**base, scales='1.0', progress=False)
+    other = save_segmenter(tmp_path/'other.pt', width=8)
+    assert 'holds predictions made with checkpoint_sha256=' in message(**dict(base, ckpt=str(other)), scales='1.0')
+    (tmp_path/'o'/'val'/MANIFEST).unlink()
+    assert 'holds PNGs but no' in message(**base, scales='1.0')
+
+def test_sigkill_then_resume(tmp_path):
+    data = tmp_path/'voc-sample'; shutil.copytree(SAMPLE, data)
+    ckpt, out = save_segmenter(tmp_path/'seg.pt'), tmp_path/'run'
+    args = dict(scales='1.0', crf='seam')
+    cmd = [str(BIN/'aeft_predict'), str(ckpt), '--root', str(data), '--split', 'trainval', '--out', str(out), '--images_per_batch', '1',
+           '--progress', 'False'] + [a for k, v in args.items() for a in (f'--{k}', str(v))]
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, OMP_NUM_THREADS='1'))
+    folder, t0 = out/'trainval', time.time()
+    while p.poll() is None and not list(folder.glob('*.png')) and time.time() - t0 < 120: time.sleep(0.02)
+    p.send_signal(signal.SIGKILL); p.wait()
+    done = sorted(folder.glob('*.png'))
+    assert 1 <= len(done) < 8, f'the kill came at {len(done)} of 8 masks'
+    for f in done: assert read_mask(f, data/'VOC2012'/'JPEGImages'/f'{f.stem}.jpg').max() <= 20   # whole masks only
+    aeft_predict(str(ckpt), root=str(data), split='trainval', out=str(out), progress=False, **args)
+    aeft_predict(str(ckpt), root=str(data), split='trainval', out=str(tmp_path/'whole'), progress=False, **args)
+    ids = read_ids(data/'VOC2012'/'ImageSets'/'Segmentation'/'trainval.txt')
+    assert [(folder/f'{i}.png').read_bytes() for i in ids] == [(tmp_path/'whole'/'trainval'/f'{i}.png').read_bytes() for i in ids]
+    assert json.loads((folder/'scores.json').read_text())['images'] == 8
