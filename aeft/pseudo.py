@@ -7,7 +7,7 @@ __all__ = ['BG_POWER', 'STRIDE', 'BETA', 'LOGT', 'WALKS', 'CRF_T', 'ROUND_TRIP',
            'grid_scores', 'affinity_matrix', 'transition', 'walk_dense', 'sparse_transition', 'walk_sparse',
            'random_walk', 'walk_radius', 'crf_image', 'embed', 'walk_image', 'pseudo_mask', 'run_pseudo', 'aeft_pseudo']
 
-# %% ../nbs/21_pseudo.ipynb #2e75583d
+# %% ../nbs/21_pseudo.ipynb #a59c1fdf
 import hashlib, io, json, os, time, warnings
 from concurrent.futures import ProcessPoolExecutor, wait, FIRST_COMPLETED
 from multiprocessing import get_context
@@ -22,7 +22,7 @@ from .cam import to_input, load_seeds, seed_file
 from .evaluate import voc_truth
 from .crf import dense_crf
 
-# %% ../nbs/21_pseudo.ipynb #05991a2d
+# %% ../nbs/21_pseudo.ipynb #c623373f
 BG_POWER = 19   # background power α: `--dup 19`, the best setting in the README of KAIST-vilab/AEFT (PSA's infer_aff.py: --alpha 16)
 STRIDE = 8      # AffinityNet's output stride: seeds and image padded to a multiple of 8 and pooled by 8 in infer_aff.py of KAIST-vilab/AEFT
 
@@ -44,7 +44,7 @@ def grid_scores(seeds, size, bg_power=BG_POWER, stride=STRIDE, num_classes=20):
     "`walk_scores` zero-padded to a multiple of `stride` and averaged over `stride`×`stride` blocks: (1 + `num_classes`, ceil(H/stride), ceil(W/stride))"
     return F.avg_pool2d(pad_to(walk_scores(seeds, size, bg_power, num_classes), stride)[None], stride)[0]
 
-# %% ../nbs/21_pseudo.ipynb #2cfa848d
+# %% ../nbs/21_pseudo.ipynb #64fa6c8f
 BETA = 8        # power of the affinities: hard-coded in infer_aff.py of KAIST-vilab/AEFT (PSA's infer_aff.py: --beta 8)
 LOGT = 6        # T squared 6 times, t = 64 steps: `range(6)` in infer_aff.py of KAIST-vilab/AEFT (PSA's infer_aff.py: --logt 8, t = 256)
 
@@ -60,7 +60,7 @@ def transition(aff, pairs, n, beta=BETA):
     A = affinity_matrix(aff, pairs, n)**beta
     return A/A.sum(0, keepdim=True)
 
-# %% ../nbs/21_pseudo.ipynb #634d7fa2
+# %% ../nbs/21_pseudo.ipynb #8780fd79
 def walk_dense(scores, aff, pairs, beta=BETA, logt=LOGT):
     "`scores` (C, n) walked 2^`logt` steps: S T^(2^logt) with T dense and squared `logt` times, as infer_aff.py of KAIST-vilab/AEFT (memory and time O(n²), O(n³))"
     T = transition(aff, pairs, scores.shape[1], beta)
@@ -91,7 +91,7 @@ def random_walk(scores, aff, pairs, beta=BETA, logt=LOGT, walk='sparse'):
     if walk not in WALKS: raise ValueError(f"`walk` must be one of {tuple(WALKS)}, got {walk!r}")
     return WALKS[walk](scores, aff, pairs, beta, logt)
 
-# %% ../nbs/21_pseudo.ipynb #1657b447
+# %% ../nbs/21_pseudo.ipynb #4b341ee6
 def walk_radius(h, w, radius=5):
     "The pair radius on an h×w grid: `radius`, or (min(h, w) - 1)//2 when a side is shorter than 2·radius + 1 (`forward` of networks/resnet38_aff.py of KAIST-vilab/AEFT)"
     m = min(h, w)
@@ -99,7 +99,7 @@ def walk_radius(h, w, radius=5):
     if r < 2: raise ValueError(f"a grid of {h}×{w} positions is too small for the random walk: it needs at least 5 positions a side")
     return r
 
-# %% ../nbs/21_pseudo.ipynb #4c8d26ba
+# %% ../nbs/21_pseudo.ipynb #e2ab940d
 CRF_T = 1   # mean-field iterations after the walk: crf_inference(..., t=1) in infer_aff.py of KAIST-vilab/AEFT (PSA's infer_aff.py has none: 0)
 
 def _round_trip():
@@ -122,7 +122,7 @@ def crf_image(img, stride=STRIDE):
     out[:H, :W] = ROUND_TRIP[np.arange(3), a]
     return out
 
-# %% ../nbs/21_pseudo.ipynb #2d43f37d
+# %% ../nbs/21_pseudo.ipynb #f5fac9ee
 @torch.no_grad()
 def embed(model, img, stride=STRIDE):
     "AffinityNet's embedding (D, h, w), float32, of PIL `img` ImageNet-normalised and zero-padded to a multiple of `stride` (infer_aff.py of KAIST-vilab/AEFT)"
@@ -149,7 +149,7 @@ def pseudo_mask(img, walked, crf=CRF_T, stride=STRIDE):
     if crf: up = torch.from_numpy(dense_crf(crf_image(img, stride), up.numpy(), crf))
     return up.argmax(0)[:img.height, :img.width].numpy().astype(np.uint8)
 
-# %% ../nbs/21_pseudo.ipynb #06554771
+# %% ../nbs/21_pseudo.ipynb #931dc8e0
 MANIFEST = 'manifest.json'
 
 def _sha256(path, chunk=2**20):
@@ -180,7 +180,7 @@ def _write_mask(mask, path):
     save_mask(mask, buf)
     atomic_write(path, lambda f: f.write(buf.getvalue()))
 
-# %% ../nbs/21_pseudo.ipynb #6b8e9291
+# %% ../nbs/21_pseudo.ipynb #a36d4d95
 def _plan(seeds, voc, out, ids):
     "Check the inputs: {id: (image file, seed file)}"
     seeds, out = Path(seeds), Path(out)
@@ -208,7 +208,7 @@ def _finish(image, walked, crf, stride, path):
     "Upsample, CRF and argmax the `walked` scores of the image file `image` and write the mask to `path`"
     _write_mask(pseudo_mask(load_image(image), torch.as_tensor(walked), crf, stride), path)
 
-# %% ../nbs/21_pseudo.ipynb #6fed3e3a
+# %% ../nbs/21_pseudo.ipynb #53f0413a
 def run_pseudo(model, seeds, root, out, ids, beta=BETA, logt=LOGT, bg_power=BG_POWER, crf=CRF_T, walk='sparse', radius=5, stride=STRIDE,
                num_classes=20, source=None, workers=1, progress=True):
     "Pseudo masks `out/<id>.png` of the images `ids` under VOC `root` from the seeds in `seeds` and AffinityNet `model` (described in the manifest by `source`); returns the number written"
@@ -240,7 +240,7 @@ def run_pseudo(model, seeds, root, out, ids, beta=BETA, logt=LOGT, bg_power=BG_P
             ex.shutdown(wait=True, cancel_futures=True); raise
     return len(todo)
 
-# %% ../nbs/21_pseudo.ipynb #bd8497ee
+# %% ../nbs/21_pseudo.ipynb #3fb2eceb
 @call_parse
 def aeft_pseudo(
     seeds:str,                 # folder of seed files written by aeft_cam (layout psa, irn or npz, read per file)
@@ -270,7 +270,7 @@ def aeft_pseudo(
         root = root or os.environ.get('AEFT_VOC_ROOT')
         todo = read_ids(ids) if ids else voc_truth(root, sbd).ids(split)
         workers = workers or len(os.sched_getaffinity(0))
-        source = dict(ckpt=str(Path(ckpt).resolve()), sha256=_sha256(ckpt), backbone=cfg.backbone)
+        source = dict(sha256=_sha256(ckpt), backbone=cfg.backbone)   # the checkpoint by its content: it may move
         t0 = time.time()
         n = run_pseudo(model, seeds, root, out, todo, beta, logt, bg_power, crf, walk, radius or cfg.radius, cfg.stride, num_classes, source, workers, progress)
         s = time.time() - t0
