@@ -9,8 +9,10 @@ from aeft.core import voc_palette
 from aeft.cam import to_input
 from aeft.voc import write_tiny_voc, write_voc_image, read_ids, read_mask
 from aeft.segment import SegmentConfig, build_segmenter
+from aeft.crf import dense_crf
 from aeft.predict import (segment_scores, fused_mask, SplitImages, write_mask, predict_split, claim_folder, score_predictions,
-                          server_folder, write_archive, check_archive, aeft_predict, MANIFEST, FUSIONS)
+                          server_folder, write_archive, check_archive, aeft_predict, MANIFEST, FUSIONS, CRF_SETTINGS, DEEPLAB_MSC,
+                          crf_probs, kernel_crf)
 
 pytestmark = pytest.mark.filterwarnings('ignore:VOC split')
 BIN = Path(sys.executable).parent
@@ -132,6 +134,22 @@ def test_scores_are_logits_upsampled_bilinearly():
     torch.testing.assert_close(segment_scores(net, [img])[0], up)
     assert np.array_equal(fused_mask(segment_scores(net, [img])[0]), up.argmax(0).numpy())
 
+def test_crf_settings_and_default():
+    import inspect
+    assert inspect.signature(aeft_predict).parameters['crf'].default is None            # main.py test of kazuto1011/deeplab-pytorch: no CRF
+    assert CRF_SETTINGS['deeplab'] == dict(t=10, gaussian=dict(sxy=1, compat=3), bilateral=dict(sxy=67, srgb=3, compat=4))   # configs/voc12.yaml CRF
+    assert CRF_SETTINGS['released'] == dict(t=10, gaussian=dict(sxy=3, compat=3), bilateral=dict(sxy=80, srgb=13, compat=10))
+    assert CRF_SETTINGS['seam'] == dict(t=1, gaussian=dict(sxy=3, compat=3), bilateral=dict(sxy=32, srgb=13, compat=10))
+    rng = np.random.default_rng(2)
+    img = rng.integers(0, 256, (23, 31, 3), dtype=np.uint8)
+    p = torch.randn(3, 23, 31).softmax(0).numpy()
+    s = CRF_SETTINGS['released']
+    assert np.array_equal(kernel_crf(img, p, s['t'], s['gaussian'], s['bilateral']), dense_crf(img, p, 10))   # one construction, two entries
+    assert np.array_equal(crf_probs(img, p, 'released'), dense_crf(img, p, 10))
+    q = crf_probs(img, p, 'deeplab')
+    assert q.shape == p.shape and np.allclose(q.sum(0), 1, atol=1e-5) and not np.allclose(q, dense_crf(img, p, 10))
+    with pytest.raises(ValueError, match='need a uint8'): kernel_crf(img[:5], p, **CRF_SETTINGS['deeplab'])
+
 def test_aeft_predict_val_end_to_end(setup):
     t, root, ckpt = setup
     r = subprocess.run([str(BIN/'aeft_predict'), str(ckpt), '--root', str(root), '--out', str(t/'run'), '--progress', 'False'],
@@ -145,7 +163,8 @@ def test_aeft_predict_val_end_to_end(setup):
     res = json.loads((out/'scores.json').read_text())
     assert res['images'] == 6 and res['evaluated_on'] == 'val' and len(res['confusion']) == 21
     assert res['settings'] == json.loads((out/MANIFEST).read_text())
-    assert res['settings']['scales'] == [0.5, 0.75, 1.0] and res['settings']['fuse'] == 'max' and not res['settings']['flip']
+    assert DEEPLAB_MSC == dict(scales=(0.5, 0.75, 1.0), flip=False, fuse='max')      # MSC of kazuto1011/deeplab-pytorch: scales 1, 0.5, 0.75, max, no flip
+    assert (res['settings']['scales'], res['settings']['flip'], res['settings']['fuse'], res['settings']['crf']) == ([0.5, 0.75, 1.0], False, 'max', None)
     assert (out/'confusion.png').is_file() and not [p for p in out.iterdir() if p.name.startswith('.')]
     # resumed: nothing to redo; a lost mask is written again, identical
     first = (out/f'{ds.ids[3]}.png').read_bytes()
