@@ -15,10 +15,12 @@ $(STAMP): requirements-lock.txt settings.ini setup.py
 	$(BIN)/pip check
 	touch $@
 
-# Debian packages for the offline docs (MathJax) and their browser test (Chromium, ChromeDriver)
+# Debian packages for the offline docs (MathJax) and their browser test (headless Chromium, ChromeDriver); without the
+# recommended ones (GPU drivers, sandbox helper, power, printer and notification tools, more fonts): headless Chromium
+# needs none of them
 $(SYSDEPS):
 	$(SUDO) apt-get update -qq
-	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver libjs-mathjax
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver libjs-mathjax
 
 ## demo: the main job: train GAP, GPP and GPP + AEFT on synthetic shapes on the CPU, compare their CAMs (runs/demo)
 demo: $(STAMP)
@@ -36,7 +38,7 @@ speed: $(STAMP)
 test: $(STAMP) $(SYSDEPS)
 	PATH="$(CURDIR)/$(BIN):$$PATH" ./scripts/test.sh
 
-## docs: the offline docs site in _docs/ (Quarto's `nbdev_docs` is the other way, where Quarto is installed)
+## docs: the docs site in _docs/: nbdev processes the notebooks, Sphinx (MyST-NB, sphinx-book-theme) renders them, offline (`nbdev_docs` is the Quarto way, where Quarto is installed)
 docs: $(STAMP) $(SYSDEPS)
 	$(BIN)/python scripts/build_docs.py
 
@@ -50,4 +52,4 @@ lock: $(STAMP)
 	mv requirements-lock.tmp requirements-lock.txt
 
 clean:
-	rm -rf $(VENV) _docs _proc nbs/_proc *.egg-info
+	rm -rf $(VENV) _docs _proc nbs/_proc build/docs-* *.egg-info
