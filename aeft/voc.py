@@ -487,8 +487,10 @@ class RandomLongSide(v2.Transform):
     def transform(self, inpt, params):  # torchvision resizes a tv_tensors.Mask by nearest neighbour whatever the interpolation
         return TF.resize(inpt, params['size'], interpolation=self.interpolation, antialias=True)
 
-def normalize(): return v2.Compose([v2.ToImage(), v2.ToDtype({tv_tensors.Image: torch.float32, 'others': None}, scale=True),
-                                     v2.Normalize(*IMAGENET_STATS)])
+def normalize():
+    "The transform without augmentation: an image to a float32 (3, H, W) tensor, scaled to [0, 1], then normalised by `IMAGENET_STATS`; a mask passes unchanged"
+    return v2.Compose([v2.ToImage(), v2.ToDtype({tv_tensors.Image: torch.float32, 'others': None}, scale=True),
+                       v2.Normalize(*IMAGENET_STATS)])
 
 def train_transform(size=320,                      # side of the random crop (or (h, w))
                     long_side=(256, 512),          # range of the random long side
