@@ -8,7 +8,7 @@ __all__ = ['FUSIONS', 'DEEPLAB_MSC', 'CRF_SETTINGS', 'MANIFEST', 'COMPETITIONS',
            'write_mask', 'predict_split', 'server_folder', 'write_archive', 'check_archive', 'plot_confusion',
            'score_predictions', 'aeft_predict']
 
-# %% ../nbs/23_predict.ipynb #4958d883
+# %% ../nbs/23_predict.ipynb #988188ac
 import hashlib, io, json, math, os, tarfile, tempfile, time
 from pathlib import Path
 import numpy as np, torch, torch.nn.functional as F
@@ -17,7 +17,7 @@ from torchvision.transforms.v2 import functional as TF
 from fastcore.script import call_parse, bool_arg, store_true
 from fastprogress.fastprogress import progress_bar
 from .core import atomic_write, cli_errors, save_figure, voc_palette
-from .voc import VOC_CLASSES, read_ids, read_mask, save_mask, load_image
+from .voc import VOC_CLASSES, voc_root, read_ids, read_mask, save_mask, load_image
 from .cam import CPU_BATCH_PIXELS, to_input, _inputs, _groups
 import pydensecrf.densecrf as dcrf
 from pydensecrf.utils import unary_from_softmax
@@ -237,7 +237,7 @@ def score_predictions(folder, root, split='val', sbd=None, progress=True, **extr
     plt.close(plot_confusion(res['confusion'], res['classes'], folder/'confusion.png'))
     return res
 
-# %% ../nbs/23_predict.ipynb #13ed00e3
+# %% ../nbs/23_predict.ipynb #e6e217df
 def _scales(s):
     "The comma-separated scales of `--scales` as floats"
     try: v = tuple(float(x) for x in s.split(',') if x.strip())
@@ -273,6 +273,7 @@ def aeft_predict(
         dev = ('cuda' if torch.cuda.is_available() else 'cpu') if device == 'auto' else device
         model, _ = load_segmenter(ckpt, dev, num_classes=len(VOC_CLASSES) + 1)
         ds = SplitImages(root, split)
+        if split != 'test': voc_root(root)                    # the ground truth to score against, checked before any work
         where = Path(out)/split
         folder = server_folder(where, comp) if split == 'test' else where
         settings = dict(checkpoint_sha256=file_sha256(ckpt), split=split, scales=list(sc), flip=flip, fuse=fuse, crf=crf,
