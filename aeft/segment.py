@@ -10,7 +10,7 @@ __all__ = ['SEGMENTERS', 'SEGMENT_MODEL_FIELDS', 'DEEPLAB_V2_RATES', 'PSA_DROPOU
            'segment_learner', 'checked_segment_config', 'load_segmenter', 'aeft_segment', 'segment_speed',
            'recipe_hours']
 
-# %% ../nbs/22_segment.ipynb #00ecef02
+# %% ../nbs/22_segment.ipynb #094aa6d8
 import math, os
 from dataclasses import dataclass, asdict, replace, fields
 from pathlib import Path
@@ -31,7 +31,7 @@ from .optim import SETTINGS, make_optimizer
 from .config import parse_opts
 from .learner import Learner, PlotCB, NonFiniteLoss, loader_kwargs, pick_device, step_loss, optimise, freeze_bn
 
-# %% ../nbs/22_segment.ipynb #7e769fb8
+# %% ../nbs/22_segment.ipynb #91f90c45
 SEGMENTERS = ('resnet38d', 'resnet101', 'resnet50', 'tiny')
 SEGMENT_MODEL_FIELDS = ('backbone', 'num_classes', 'rates', 'width', 'dropout', 'frozen', 'freeze_bn')
 DEEPLAB_V2_RATES = (6, 12, 18, 24)     # ATROUS_RATES: configs/voc12.yaml of kazuto1011/deeplab-pytorch
@@ -62,7 +62,7 @@ class SegmentConfig:
     lr: float = 2.5e-4               # LR, the backbone's; the head's weights 10x, its biases 20x (get_params in main.py)
     weight_decay: float = 5e-4       # WEIGHT_DECAY; none on biases
     optimizer: str = 'corrected'     # aeft.optim setting: 'corrected' is SGD with momentum 0.9 (MOMENTUM)
-    new_head: bool = True            # the head in the 10x/20x groups (get_params in main.py); False: every layer at `lr` (a network trained from scratch)
+    new_head: bool = True            # the head in the 10x/20x groups (get_params in main.py); False: in the backbone's groups (a network trained from scratch)
     power: float = 0.9               # POLY_POWER
     seed: int = 5137                 # aeft's seed (the released classifier's; the port sets none)
     bf16: bool = False               # bfloat16 autocast for the forward pass
@@ -102,7 +102,7 @@ class SegmentConfig:
         return cls(**{**dict(backbone='tiny', num_classes=7, crop_size=64, scales=(0.75, 1.0, 1.25), batch_size=16,
                              iterations=100, lr=0.01, new_head=False, device='cpu'), **kwargs})
 
-# %% ../nbs/22_segment.ipynb #85d32d48
+# %% ../nbs/22_segment.ipynb #a0e49c2e
 def steps_per_epoch(cfg, n):
     "Optimiser steps in one epoch of `n` images (full batches only, as the learner's loader)"
     if n < cfg.batch_size: raise ValueError(f"{n} training images are fewer than one batch of {cfg.batch_size} (SegmentConfig.batch_size)")
@@ -112,7 +112,7 @@ def with_epochs(cfg, n):
     "`cfg` with `epochs` set, if it is None, to the fewest epochs of `n` images that hold `cfg.iterations` steps"
     return cfg if cfg.epochs is not None else replace(cfg, epochs=math.ceil(cfg.iterations / steps_per_epoch(cfg, n)))
 
-# %% ../nbs/22_segment.ipynb #c2807cf1
+# %% ../nbs/22_segment.ipynb #fcc04c90
 class ASPP(nn.Module):
     "DeepLab-v2's head: the sum of 3×3 convolutions `ni` → `nc` at dilation `rates` (N(0, 0.01) weights, zero biases: `_ASPP` in libs/models/deeplabv2.py of kazuto1011/deeplab-pytorch)"
     def __init__(self, ni, nc, rates=DEEPLAB_V2_RATES):
@@ -124,7 +124,7 @@ class ASPP(nn.Module):
     def forward(self, x): return sum(c(x) for c in self.convs)
     def extra_repr(self): return f'rates={self.rates}'
 
-# %% ../nbs/22_segment.ipynb #e8f9f4ce
+# %% ../nbs/22_segment.ipynb #f732421c
 class Segmenter(nn.Module):
     "`backbone` → `head`: class logits (N, C, h, w) at the backbone's stride (callers upsample them bilinearly)"
     def __init__(self, backbone, head):
@@ -145,7 +145,7 @@ class TorchvisionTrunk(Backbone):
         for m in self.children(): x = m(x)
         return x
 
-# %% ../nbs/22_segment.ipynb #8a1ebac3
+# %% ../nbs/22_segment.ipynb #ec4c5c80
 TV_WEIGHTS = dict(resnet101=torchvision.models.ResNet101_Weights.IMAGENET1K_V1, resnet50=torchvision.models.ResNet50_Weights.IMAGENET1K_V1)
 
 def tv_weights_help(backbone):
@@ -174,7 +174,7 @@ def build_segmenter(cfg, init=None):
     except OSError as e: raise ValueError(f"cannot get the ImageNet weights of {b} ({e}); {tv_weights_help(b)}") from e
     return Segmenter(TorchvisionTrunk(tv.backbone, cfg.freeze_bn, cfg.frozen), tv.classifier)
 
-# %% ../nbs/22_segment.ipynb #52899d61
+# %% ../nbs/22_segment.ipynb #f25dc382
 def head_layers(model, cfg):
     "The layers the recipe trains at 10×/20× the rate: the head (none if `cfg.new_head` is off)"
     return [model.head] if cfg.new_head else []
@@ -183,7 +183,7 @@ def segment_optimizer(model, cfg, max_step):
     "SGD over the recipe's groups (backbone 1×, the head's weights 10× and biases 20×) and its poly schedule over `max_step` steps"
     return make_optimizer(model, max_step, cfg.lr, cfg.weight_decay, cfg.optimizer, new=head_layers(model, cfg), power=cfg.power)
 
-# %% ../nbs/22_segment.ipynb #002ab11a
+# %% ../nbs/22_segment.ipynb #9c32c35e
 class RandomScale(v2.Transform):
     "Resize by a factor drawn uniformly from `scales` (sizes truncated, as `_augmentation` in libs/datasets/base.py of kazuto1011/deeplab-pytorch): images bilinear, masks nearest"
     def __init__(self, scales=(0.5, 0.75, 1.0, 1.25, 1.5)):
@@ -204,7 +204,7 @@ def segment_transform(crop_size=321, scales=(0.5, 0.75, 1.0, 1.25, 1.5), flip=Tr
     return v2.Compose([normalize(), RandomScale(scales), *([v2.RandomHorizontalFlip()] if flip else []),
                        v2.RandomCrop(crop_size, pad_if_needed=True, fill={tv_tensors.Image: 0., tv_tensors.Mask: IGNORE})])
 
-# %% ../nbs/22_segment.ipynb #c9d88052
+# %% ../nbs/22_segment.ipynb #e7d05965
 def _size(path):
     "(width, height) of an image file from its header"
     try:
@@ -256,7 +256,7 @@ class PseudoMaskDataset(Dataset):
         x, m = self.transform(self.image(i), tv_tensors.Mask(torch.from_numpy(self.mask(i))))
         return x, m
 
-# %% ../nbs/22_segment.ipynb #8382e65d
+# %% ../nbs/22_segment.ipynb #3e6f149d
 def shrink_labels(y, size):
     "Label maps (N, H, W) resized to `size` by nearest neighbour at pixel centres (PIL's NEAREST, as `resize_labels` in main.py of kazuto1011/deeplab-pytorch)"
     return F.interpolate(y[:, None].float(), size=tuple(size), mode='nearest-exact')[:, 0].to(y.dtype)
@@ -283,7 +283,7 @@ def segment_step(model, batch, cfg):
     if len(terms) == 1: return terms[0], {}
     return sum(terms), dict(zip(['ce', *(f'ce_{s:g}' for s in cfg.msc), 'ce_max'], terms))
 
-# %% ../nbs/22_segment.ipynb #a303e41e
+# %% ../nbs/22_segment.ipynb #d0cd8aca
 def segment_phases(cfg):
     "The learner's phases: `('segment', segment_step, cfg.batch_size)` in every epoch"
     return lambda epoch: ('segment', segment_step, cfg.batch_size)
@@ -293,7 +293,7 @@ def segment_learner(model, ds, cfg, out, cbs=(), progress=True, **dl_kwargs):
     cfg = with_epochs(cfg, len(ds))
     return Learner(model, ds, cfg, out, phases=segment_phases(cfg), new=head_layers(model, cfg), cbs=cbs, progress=progress, **dl_kwargs)
 
-# %% ../nbs/22_segment.ipynb #b01fc092
+# %% ../nbs/22_segment.ipynb #c58efc8d
 def checked_segment_config(stored, source, **asked):
     "`SegmentConfig` from `stored` (a checkpoint's config dict); ValueError naming `source` if it is not a segmentation network's or differs from `asked` in a model field"
     unknown = [k for k in asked if k not in SEGMENT_MODEL_FIELDS]
@@ -320,7 +320,7 @@ def load_segmenter(path, device='cpu', **asked):
     model.load_state_dict(ck['model'])
     return model.to(device).eval(), cfg
 
-# %% ../nbs/22_segment.ipynb #c68f07d4
+# %% ../nbs/22_segment.ipynb #59009e6d
 @call_parse
 def aeft_segment(
     masks:str,                 # folder of pseudo masks <id>.png (aeft_pseudo's output; label PNGs of class indices, 255 ignored)
@@ -357,13 +357,13 @@ def aeft_segment(
         learn = segment_learner(model, ds, cfg, out, cbs=[PlotCB()], progress=progress,
                                 **loader_kwargs(pick_device(cfg), workers, prefetch, persistent_workers))
         n = steps_per_epoch(cfg, len(ds))
-        if learn.main: print(f"aeft_segment: {len(ds):,} images of {split} with the masks of {masks}; {cfg.epochs} epochs of {n:,} steps "
+        if learn.main: print(f"aeft_segment: {len(ds):,} images of {split} with the masks of {masks}; {cfg.epochs} epoch{'s'*(cfg.epochs > 1)} of {n:,} steps "
                              f"({cfg.epochs*n:,} steps, {cfg.iterations:,} asked) at batch {cfg.batch_size}" + (f"; backbone from {init}" if init else ''))
         learn.fit(resume)
-    if learn.main: print(f'aeft_segment: {cfg.epochs} epochs done; log, checkpoint and curves in {learn.out}')
+    if learn.main: print(f"aeft_segment: {cfg.epochs} epoch{'s'*(cfg.epochs > 1)} done; log, checkpoint and curves in {learn.out}")
     if dist.is_initialized(): dist.destroy_process_group()   # a gloo group left at exit can abort the process
 
-# %% ../nbs/22_segment.ipynb #c924ce3c
+# %% ../nbs/22_segment.ipynb #f79698e0
 def segment_speed(backbone='resnet38d', batch_size=2, size=128, steps=3, warmup_steps=1, bf16=False, device='cpu'):
     "Training images/s of the `backbone` segmenter with the recipe's step and optimiser, on random `size`² images and labels, after `warmup_steps` untimed steps"
     cfg = SegmentConfig(backbone=backbone, batch_size=batch_size, crop_size=size, bf16=bf16, device=device)

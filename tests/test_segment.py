@@ -1,0 +1,141 @@
+"The segmentation network: SIGKILL then resume, aeft_segment end to end on the VOC-format fixture and on the VOC sample, its errors, the ASPP head and the learning-rate groups, torchvision's ImageNet weights from its cache"
+import json, random, shutil, subprocess, sys
+from pathlib import Path
+import numpy as np, pytest, torch, torchvision
+from PIL import Image
+from aeft.voc import write_tiny_voc, save_mask
+from aeft.segment import (ASPP, SegmentConfig, TV_WEIGHTS, build_segmenter, segment_optimizer, load_segmenter, aeft_segment)
+import test_train
+from test_train import assert_same, weights, steps, ENV
+
+pytestmark = pytest.mark.filterwarnings('ignore:VOC split')   # the small datasets' sizes are not VOC's
+BIN = Path(sys.executable).parent
+SAMPLE = Path(__file__).parent/'data'/'voc-sample'
+OPTS = 'crop_size=48 batch_size=4 iterations=24 width=8'       # 16 train_aug images: 4 steps an epoch, 6 epochs
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads(); torch.set_num_threads(1); yield; torch.set_num_threads(n)
+
+@pytest.fixture(scope='module')
+def fixture(tmp_path_factory):
+    "The VOC-format fixture and a folder with its ground-truth masks (VOC train and SBD's PNGs: one for every train_aug id) standing in for pseudo masks"
+    t = tmp_path_factory.mktemp('segment')
+    root = write_tiny_voc(t/'data', sbd='png')
+    masks = t/'masks'; masks.mkdir()
+    for sub in ('SegmentationClass', 'SegmentationClassAug'):
+        for p in (root/'VOCdevkit'/'VOC2012'/sub).glob('*.png'): shutil.copy(p, masks)
+    return root, masks
+
+def args(root, masks, out, opts=OPTS):
+    return [str(masks), '--voc_root', str(root), '--network', 'tiny', '--out', str(out), '--progress', 'False', '--opts', opts]
+
+def message(**kw):
+    "The one-line error of aeft_segment called in this process"
+    with pytest.raises(SystemExit) as e: aeft_segment(**{'network': 'tiny', 'progress': False, 'opts': OPTS, **kw})
+    return str(e.value)
+
+def test_sigkill_at_a_random_moment_then_resume_gives_the_same_weights(fixture, tmp_path, monkeypatch):
+    "test_train's kill_after driving the command: killed twice at random steps, resumed to the end, equal to an uninterrupted run (in this process)"
+    root, masks = fixture
+    def drive(out, popen=False):
+        cmd = [str(BIN/'aeft_segment'), *args(root, masks, out), '--resume', 'True']
+        if popen: return subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        r = subprocess.run(cmd, env=ENV, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[-3000:]
+    monkeypatch.setattr(test_train, 'drive', drive)
+    keys = ('epoch', 'step', 'lr', 'loss')
+    aeft_segment(str(masks), voc_root=str(root), network='tiny', out=str(tmp_path/'a'), progress=False, opts=OPTS)
+    n = len(steps(tmp_path/'a', keys))
+    assert n == 24
+    k1 = random.randint(1, n//2); k2 = random.randint(k1 + 1, n - 2)   # at least two steps left: the run cannot end before the kill
+    test_train.kill_after(tmp_path/'b', k1)
+    test_train.kill_after(tmp_path/'b', k2)
+    drive(tmp_path/'b')
+    assert_same(weights(tmp_path/'a'), weights(tmp_path/'b'))
+    assert steps(tmp_path/'a', keys) == steps(tmp_path/'b', keys), (k1, k2)
+    # the run's outputs, and its checkpoint as the prediction stage loads it
+    assert sorted(p.name for p in (tmp_path/'a').iterdir()) == ['config.json', 'curves.png', 'last.pt', 'log.jsonl']
+    net, cfg = load_segmenter(tmp_path/'a'/'last.pt', backbone='tiny', num_classes=21)
+    assert (cfg.epochs, cfg.crop_size, cfg.width) == (6, 48, 8) and not net.training
+    with torch.no_grad(): assert net(torch.zeros(1, 3, 40, 56)).shape == (1, 21, 10, 14)
+    with pytest.raises(ValueError, match=r"holds another network; \(asked for, stored\): \{'num_classes': \(7, 21\)\}"):
+        load_segmenter(tmp_path/'a'/'last.pt', num_classes=7)
+    m = message(masks=str(masks), voc_root=str(root), out=str(tmp_path/'a'), resume=True, opts=OPTS + ' num_classes=7')
+    assert "last.pt was written with another config" in m and "'num_classes': (7, 21)" in m     # resuming for another class count
+
+def test_aeft_segment_on_the_voc_sample(tmp_path):
+    "The 8 VOC photographs (copied: the data folder is only read) with their official masks as pseudo masks, VOC train, one epoch"
+    root = Path(shutil.copytree(SAMPLE, tmp_path/'voc-sample'))
+    before = sorted(p.relative_to(root) for p in root.rglob('*'))
+    r = subprocess.run([str(BIN/'aeft_segment'), *args(root, root/'VOC2012'/'SegmentationClass', tmp_path/'run', 'crop_size=64 batch_size=2 iterations=2 width=4'),
+                        '--split', 'train'], capture_output=True, text=True, env=ENV)
+    assert r.returncode == 0, r.stderr
+    assert 'aeft_segment: 4 images of train with the masks of' in r.stdout and '1 epoch of 2 steps' in r.stdout
+    log = [json.loads(l) for l in (tmp_path/'run'/'log.jsonl').read_text().splitlines()]
+    assert [r['kind'] for r in log] == ['step', 'step', 'epoch'] and all(np.isfinite(r['loss']) for r in log)
+    assert sorted(p.relative_to(root) for p in root.rglob('*')) == before                        # nothing written into the data
+
+def test_errors(fixture, tmp_path):
+    root, masks = fixture
+    r = subprocess.run([str(BIN/'aeft_segment'), *args(root, tmp_path/'none', tmp_path/'o')], capture_output=True, text=True, env=ENV)
+    assert r.returncode == 1 and r.stderr.strip().splitlines()[-1] == f'aeft_segment: pseudo-mask folder not found: {tmp_path/"none"}'
+    assert not (tmp_path/'o').exists()
+    kw = dict(voc_root=str(root), out=str(tmp_path/'o'))
+    # pseudo masks missing for listed ids: how many, and some of them
+    some = tmp_path/'some'; shutil.copytree(masks, some)
+    gone = sorted(some.glob('*.png'))[:7]
+    for p in gone: p.unlink()
+    m = message(masks=str(some), **kw)
+    assert m.startswith(f'aeft_segment: 7 of the 16 ids of train_aug have no pseudo masks in {some}: ') and m.endswith(' and 2 more')
+    assert all(p.stem in m for p in gone[:5])
+    for p in gone: shutil.copy(masks/p.name, some)
+    # a mask of the wrong size: the file, both sizes
+    w, h = Image.open(some/gone[0].name).size
+    save_mask(np.zeros((h, w + 3), np.uint8), some/gone[0].name)
+    m = message(masks=str(some), **kw)
+    assert f'pseudo mask {some/gone[0].name} is {w + 3}×{h} but its image ' in m and f'is {w}×{h}' in m and '1 of the 16 masks differ' in m
+    # values: not a class index at all, or a class beyond the network's
+    save_mask(np.full((h, w), 21, np.uint8), some/gone[0].name)
+    assert f'mask {some/gone[0].name} holds values 21 that are not class indices' in message(masks=str(some), **kw)
+    shutil.copy(masks/gone[0].name, some)
+    m = message(masks=str(some), opts=OPTS + ' num_classes=2', **kw)
+    assert 'holds class' in m and 'but the network has 2 classes (values 0–1, and 255 ignored)' in m
+    # options and init
+    assert "`opts` item 'colour=red' is not name=value" in message(masks=str(masks), opts='colour=red', **kw)
+    assert 'SegmentConfig.backbone must be one of' in message(masks=str(masks), network='vgg16', **kw)
+    assert "`init` 'w.pth': the tiny backbone has no pretrained weights" in message(masks=str(masks), init='w.pth', **kw)
+    assert f"checkpoint file '{tmp_path/'w.pth'}' does not exist" in message(masks=str(masks), network='resnet38d', init=str(tmp_path/'w.pth'),
+                                                                            **{**kw, 'out': str(tmp_path/'o2')})
+    with pytest.raises(ValueError, match='is not a checkpoint of aeft_segment'):
+        torch.save(dict(model={}, config=dict(image_size=320, aeft_options={})), tmp_path/'clf.pt'); load_segmenter(tmp_path/'clf.pt')
+
+def test_aspp_shape_and_learning_rate_groups():
+    x = torch.randn(2, 8, 13, 17)
+    aspp = ASPP(8, 5)
+    assert aspp(x).shape == (2, 5, 13, 17) and aspp.rates == (6, 12, 18, 24)
+    assert all(c.dilation == (r, r) and c.padding == (r, r) for c, r in zip(aspp.convs, aspp.rates))
+    for b in ('tiny', 'resnet50'):
+        cfg = SegmentConfig(backbone=b)
+        net = build_segmenter(cfg)
+        g = {p['name']: p for p in segment_optimizer(net, cfg, 100)[0].param_groups}
+        convs = [m for m in net.head.modules() if isinstance(m, torch.nn.Conv2d)]
+        assert {id(p) for p in g['new_weights']['params']} == {id(c.weight) for c in convs}
+        assert {id(p) for p in g['new_biases']['params']} == {id(c.bias) for c in convs if c.bias is not None}
+        assert (g['new_weights']['lr'], g['new_biases']['lr'], g['new_biases']['weight_decay']) == (10*cfg.lr, 20*cfg.lr, 0.)
+        assert not {id(p) for p in net.head.parameters()} & {id(p) for p in g['pretrained_weights']['params']}
+    off = SegmentConfig.synthetic()                                   # new_head=False: the head at the base rate
+    g = {p['name']: p for p in segment_optimizer(build_segmenter(off), off, 100)[0].param_groups}
+    assert not g['new_weights']['params'] and len(g['pretrained_weights']['params']) == 6 + 4
+
+def test_torchvision_imagenet_weights_come_from_its_cache(tmp_path, monkeypatch):
+    "init='imagenet' goes through torchvision's weights API, which reads a file copied into its cache (no download here)"
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path))
+    cfg = SegmentConfig(backbone='resnet50')
+    w = TV_WEIGHTS['resnet50']
+    ref = {k: torch.randn_like(v) if v.is_floating_point() else v for k, v in torchvision.models.resnet50().state_dict().items()}
+    (tmp_path/'hub'/'checkpoints').mkdir(parents=True)
+    torch.save(ref, tmp_path/'hub'/'checkpoints'/Path(w.url).name)
+    net = build_segmenter(cfg, 'imagenet')
+    sd = net.backbone.state_dict()
+    assert set(sd) == set(ref) - {'fc.weight', 'fc.bias'} and all(torch.equal(sd[k], ref[k]) for k in sd)
