@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['FUSIONS', 'DEEPLAB_MSC', 'CRF_SETTINGS', 'MANIFEST', 'COMPETITIONS', 'VOC_TEST_IMAGES', 'segment_scores', 'to_probs',
            'kernel_crf', 'crf_probs', 'fused_mask', 'split_folder', 'SplitImages', 'file_sha256', 'claim_folder',
-           'write_mask', 'predict_split', 'server_folder', 'write_archive', 'check_archive', 'plot_confusion',
-           'score_predictions', 'aeft_predict']
+           'predict_split', 'server_folder', 'write_archive', 'check_archive', 'plot_confusion', 'score_predictions',
+           'aeft_predict']
 
 # %% ../nbs/23_predict.ipynb #988188ac
 import hashlib, io, json, math, os, tarfile, tempfile, time
@@ -120,7 +120,7 @@ class SplitImages:
     def file(self, id): return self.voc/'JPEGImages'/f'{id}.jpg'
     def image(self, i): return load_image(self.file(self.ids[i]))
 
-# %% ../nbs/23_predict.ipynb #e9e73152
+# %% ../nbs/23_predict.ipynb #2ae7ed4e
 MANIFEST = 'manifest.json'
 
 def file_sha256(path, chunk=2**20):
@@ -146,12 +146,6 @@ def claim_folder(folder, settings, pngs=None):
     folder.mkdir(parents=True, exist_ok=True)
     return atomic_write(p, lambda f: f.write(json.dumps(settings, indent=1).encode()))
 
-def write_mask(mask, path):
-    "Write the class mask `mask` (H, W) as the palette PNG `path` (`aeft.voc.save_mask`), atomically"
-    buf = io.BytesIO(); buf.name = Path(path).name           # PIL takes the format from the name
-    save_mask(mask, buf)
-    return atomic_write(path, lambda f: f.write(buf.getvalue()))
-
 def predict_split(model, ds, folder, scales=(1.0,), flip=False, fuse='logits', crf=None, images_per_batch=4, max_batch=16, max_pixels=None, progress=True):
     "Write the mask of every image of `ds` (`.ids`, `.image(i)`) as `folder/<id>.png`, skipping those already there; returns the number written"
     folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
@@ -162,7 +156,7 @@ def predict_split(model, ds, folder, scales=(1.0,), flip=False, fuse='logits', c
         for i, img, s in zip(chunk, imgs, segment_scores(model, imgs, scales, flip, fuse, max_batch, max_pixels)):
             if not s.isfinite().all():
                 raise ValueError(f"the scores of image {ds.ids[i]!r} are not finite (NaN or inf): the network's weights or input are broken; no mask written for it")
-            write_mask(fused_mask(s, img, fuse, crf), folder/f'{ds.ids[i]}.png')
+            save_mask(fused_mask(s, img, fuse, crf), folder/f'{ds.ids[i]}.png')
     return len(todo)
 
 # %% ../nbs/23_predict.ipynb #0c2e596d

@@ -7,10 +7,10 @@ from torch import nn
 from PIL import Image
 from aeft.core import voc_palette
 from aeft.cam import to_input
-from aeft.voc import write_tiny_voc, write_voc_image, read_ids, read_mask
+from aeft.voc import write_tiny_voc, write_voc_image, read_ids, read_mask, save_mask
 from aeft.segment import SegmentConfig, build_segmenter
 from aeft.crf import dense_crf
-from aeft.predict import (segment_scores, fused_mask, SplitImages, write_mask, predict_split, claim_folder, score_predictions,
+from aeft.predict import (segment_scores, fused_mask, SplitImages, predict_split, claim_folder, score_predictions,
                           server_folder, write_archive, check_archive, aeft_predict, MANIFEST, FUSIONS, CRF_SETTINGS, DEEPLAB_MSC,
                           crf_probs, kernel_crf)
 
@@ -49,7 +49,7 @@ def test_scores_equal_an_independent_confusion_count(tmp_path):
     preds = {'A': np.array([[0, 1, 2], [5, 2, 2]]), 'B': np.array([[3, 0]])}
     hand_voc(tmp_path, {k: (v, 'val') for k, v in gts.items()})
     out = tmp_path/'pred'; out.mkdir()
-    for k, p in preds.items(): write_mask(p, out/f'{k}.png')
+    for k, p in preds.items(): save_mask(p, out/f'{k}.png')
     res = score_predictions(out, tmp_path, 'val', progress=False)
     cm = np.zeros((21, 21), np.int64)                      # counted here without aeft.metrics
     for k in gts:
@@ -72,7 +72,7 @@ def test_server_archive_round_trip(tmp_path):
     ds = SplitImages(tmp_path/'VOC2012test', 'test')
     out, masks = tmp_path/'sub', {id: rng.integers(0, 21, hw).astype(np.uint8) for id, hw in sizes.items()}
     folder = server_folder(out, 'comp6'); folder.mkdir(parents=True)
-    for id, m in masks.items(): write_mask(m, folder/f'{id}.png')
+    for id, m in masks.items(): save_mask(m, folder/f'{id}.png')
     (folder/'.2008_000001.png.1234abcd.tmp').write_bytes(b'half a PNG')         # what a killed writer leaves: never packed
     arc = write_archive(out, ds.ids)
     assert arc == out/'results.tar.gz' and check_archive(arc, ds) == 3
@@ -86,13 +86,13 @@ def test_server_archive_round_trip(tmp_path):
             assert im.mode == 'P' and im.getpalette()[:63] == voc_palette()[:63] and im.size == sizes[id][::-1]
             assert np.array_equal(np.asarray(im), m)
     # the check refuses what the server would not score
-    write_mask(np.full(sizes['2008_000007'], 255), folder/'2008_000007.png')
+    save_mask(np.full(sizes['2008_000007'], 255), folder/'2008_000007.png')
     with pytest.raises(ValueError, match='holds the label 255'): check_archive(write_archive(out, ds.ids), ds)
-    write_mask(masks['2008_000001'][:5], folder/'2008_000007.png')
+    save_mask(masks['2008_000001'][:5], folder/'2008_000007.png')
     with pytest.raises(ValueError, match='but its image'): check_archive(write_archive(out, ds.ids), ds)
     (folder/'2008_000007.png').unlink()
     with pytest.raises(FileNotFoundError, match='1 of the 3 masks to pack are not in'): write_archive(out, ds.ids)
-    write_mask(masks['2008_000007'], folder/'2008_000007.png')
+    save_mask(masks['2008_000007'], folder/'2008_000007.png')
     with pytest.raises(ValueError, match="missing: \\['results/VOC2012/Segmentation/comp5_test_cls/"): check_archive(write_archive(out, ds.ids), ds, 'comp5')
     extra = write_archive(out, ds.ids[:2])
     with pytest.raises(ValueError, match='holds 2 files for 3 listed images'): check_archive(extra, ds)
