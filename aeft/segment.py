@@ -11,10 +11,10 @@ __all__ = ['SEGMENTERS', 'SEGMENT_MODEL_FIELDS', 'DEEPLAB_V2_RATES', 'PSA_DROPOU
            'recipe_hours']
 
 # %% ../nbs/22_segment.ipynb #094aa6d8
-import math, os
-from dataclasses import dataclass, asdict, replace, fields
+import math, os, time
+from dataclasses import dataclass, replace, fields
 from pathlib import Path
-import numpy as np, torch, torch.nn as nn, torch.nn.functional as F, torchvision
+import torch, torch.nn as nn, torch.nn.functional as F, torchvision
 import torch.distributed as dist
 from PIL import Image
 from torch.utils.data import Dataset
