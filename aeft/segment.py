@@ -327,7 +327,7 @@ def aeft_segment(
     voc_root:str=None,         # VOC root with the images (VOCdevkit, its parent or VOC2012); default $AEFT_VOC_ROOT
     out:str='runs/segment',    # output folder: config.json, log.jsonl, last.pt, curves.png
     network:str='resnet38d',   # 'resnet38d' (ASPP on ResNet-38d, the paper's DeepLab), 'resnet101' or 'resnet50' (torchvision's DeepLabV3), 'tiny' (CPU)
-    init:str=None,             # ImageNet start: for resnet38d aeft_convert_mxnet's output; for resnet101/50 'imagenet' (torchvision's weights API); none: random
+    init:str=None,             # ImageNet start: resnet38d: aeft_convert_mxnet's output from resnet_38d.params; resnet101/50: 'imagenet', torchvision's weights API, which downloads resnet101-63fe2227.pth or resnet50-0676ba61.pth into ~/.cache/torch/hub/checkpoints ($TORCH_HOME/hub/checkpoints if set; offline, copy the file there); none: random
     split:str='train_aug',     # images to train on: train_aug (the split PSA, IRN and AEFT make pseudo masks for), train, val, or a file of ids
     sbd:str=None,              # SBD's released folder, for the train_aug ids when VOC2012 has no SegmentationClassAug; default $AEFT_SBD
     resume:bool_arg=False,     # continue OUT/last.pt if there is one
