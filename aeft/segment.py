@@ -217,7 +217,9 @@ class PseudoMaskDataset(Dataset):
     "VOC images of `split` (a split name, a file of ids or a list) with the masks `masks/<id>.png`: `(image, mask)` after `transform`"
     def __init__(self, root, masks, split='train_aug', sbd=None, transform=None, num_classes=21, check=True):
         self.voc, self.folder, self.num_classes = voc_root(root), Path(masks), num_classes
-        if isinstance(split, str) and split not in ('train', 'val', 'train_aug'): self.ids = read_ids(split)
+        if isinstance(split, str) and split not in ('train', 'val', 'train_aug'):
+            if not Path(split).is_file(): raise ValueError(f"split {split!r} is neither 'train', 'val', 'train_aug' nor a file of ids")
+            self.ids = read_ids(split)
         else: self.ids = voc_splits(root, sbd, verbose=False)[split] if isinstance(split, str) else list(split)
         if not self.ids: raise ValueError(f"split {split!r} lists no images")
         if not self.folder.is_dir(): raise FileNotFoundError(f"pseudo-mask folder not found: {self.folder}")
