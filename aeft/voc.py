@@ -92,8 +92,9 @@ def voc_splits(root, sbd=None, verbose=True):
 
 # %% ../nbs/10_voc.ipynb #1ee7e7d1
 def save_mask(mask, path):
-    "Write a class-index mask as a palette PNG (VOC's colours, `aeft.core.voc_palette`)"
-    im = Image.fromarray(np.asarray(mask, dtype=np.uint8), 'P'); im.putpalette(voc_palette()); im.save(path)
+    "Write a class-index mask (H, W) as the palette PNG `path` (VOC's colours, `aeft.core.voc_palette`), atomically; returns `path`"
+    im = Image.fromarray(np.asarray(mask, dtype=np.uint8), 'P'); im.putpalette(voc_palette())
+    return atomic_write(path, lambda f: im.save(f, format='PNG'))
 
 # %% ../nbs/10_voc.ipynb #2db88c1a
 def _annotation(id, width, height, objects=(), segmented=False):

@@ -155,15 +155,15 @@ def test_errors(fixture, tmp_path):
     big = tmp_path/'big'; shutil.copytree(seeds, big)
     save_seeds({25: np.zeros(load_seeds(seeds/f'{ids[0]}.npy')[min(load_seeds(seeds/f'{ids[0]}.npy'))].shape, np.float32)}, big/f'{ids[0]}.npy')
     assert f"seed file {big/(ids[0] + '.npy')} has class keys [25]; expected class indices 0..19" in message(big, out=str(tmp_path/'b'))
-    assert "holds CRF outputs of num_classes 20, not 80" in message(out=str(tmp_path/'c1'), num_classes=80)
+    assert "holds CRF outputs made with num_classes=20, not num_classes=80" in message(out=str(tmp_path/'c1'), num_classes=80)
     # an output folder of another alpha or of another seed folder
     (tmp_path/'c1'/'02').rename(tmp_path/'c1'/'05')
-    assert f"{tmp_path/'c1'/'05'} holds CRF outputs of alpha 2, not 5 (its manifest.json); choose another --out" in message(out=str(tmp_path/'c1'), alphas='5')
-    assert f"holds CRF outputs of seeds {str(seeds.resolve())!r}, not {str(part.resolve())!r}" in message(part, out=str(tmp_path/'c1'), ids=str(_ids_file(tmp_path, ids[:1])))
+    assert f"{tmp_path/'c1'/'05'} holds CRF outputs made with alpha=2, not alpha=5 ({tmp_path/'c1'/'05'/'manifest.json'}); choose another --out" in message(out=str(tmp_path/'c1'), alphas='5')
+    assert f"holds CRF outputs made with seeds={str(seeds.resolve())!r}, not seeds={str(part.resolve())!r}" in message(part, out=str(tmp_path/'c1'), ids=str(_ids_file(tmp_path, ids[:1])))
     with pytest.raises(ValueError, match='records alpha 2, not 5'): crf_folder(tmp_path/'c1', 5)
     # a folder someone else wrote
     (tmp_path/'theirs'/'02').mkdir(parents=True); (tmp_path/'theirs'/'02'/'x.npy').write_bytes(b'')
-    assert 'holds files but no manifest.json, so it was not written by aeft_crf' in message(out=str(tmp_path/'theirs'))
+    assert 'holds files (*) but no manifest.json saying how they were made' in message(out=str(tmp_path/'theirs'))
     # never into the data: an output root inside the VOC root or the seed folder
     assert f"--out {voc_root(root)/'crf'} is inside the VOC root" in message(out=str(voc_root(root)/'crf'))
     assert 'is inside the seed folder' in message(out=str(seeds/'crf'))

@@ -10,9 +10,9 @@ from aeft.cam import to_input
 from aeft.voc import write_tiny_voc, write_voc_image, read_ids, read_mask, save_mask
 from aeft.segment import SegmentConfig, build_segmenter
 from aeft.crf import dense_crf
-from aeft.predict import (segment_scores, fused_mask, SplitImages, predict_split, claim_folder, score_predictions,
+from aeft.predict import (segment_scores, fused_mask, SplitImages, predict_split, score_predictions,
                           server_folder, write_archive, check_archive, aeft_predict, MANIFEST, FUSIONS, CRF_SETTINGS, DEEPLAB_MSC,
-                          crf_probs, kernel_crf)
+                          crf_probs)
 
 pytestmark = pytest.mark.filterwarnings('ignore:VOC split')
 BIN = Path(sys.executable).parent
@@ -143,12 +143,10 @@ def test_crf_settings_and_default():
     rng = np.random.default_rng(2)
     img = rng.integers(0, 256, (23, 31, 3), dtype=np.uint8)
     p = torch.randn(3, 23, 31).softmax(0).numpy()
-    s = CRF_SETTINGS['released']
-    assert np.array_equal(kernel_crf(img, p, s['t'], s['gaussian'], s['bilateral']), dense_crf(img, p, 10))   # one construction, two entries
-    assert np.array_equal(crf_probs(img, p, 'released'), dense_crf(img, p, 10))
+    assert np.array_equal(crf_probs(img, p, 'released'), dense_crf(img, p, 10))   # the released setting is the pseudo-mask stage's CRF
     q = crf_probs(img, p, 'deeplab')
     assert q.shape == p.shape and np.allclose(q.sum(0), 1, atol=1e-5) and not np.allclose(q, dense_crf(img, p, 10))
-    with pytest.raises(ValueError, match='need a uint8'): kernel_crf(img[:5], p, **CRF_SETTINGS['deeplab'])
+    with pytest.raises(ValueError, match='must be a uint8'): crf_probs(img[:5].astype(np.float32), p, 'deeplab')
 
 def test_aeft_predict_val_end_to_end(setup, capsys):
     t, root, ckpt = setup
@@ -209,7 +207,7 @@ def test_errors(setup, tmp_path):
     other = save_segmenter(tmp_path/'other.pt', width=8)
     assert 'holds predictions made with checkpoint_sha256=' in message(**dict(base, ckpt=str(other)), scales='1.0')
     (tmp_path/'o'/'val'/MANIFEST).unlink()
-    assert 'holds PNGs but no' in message(**base, scales='1.0')
+    assert 'but no manifest.json' in message(**base, scales='1.0')
 
 def test_sigkill_then_resume(tmp_path):
     data = tmp_path/'voc-sample'; shutil.copytree(SAMPLE, data)

@@ -217,7 +217,7 @@ def test_errors(chain, tmp_path):
                    f"({tmp_path/'done'/MANIFEST}); choose another --out or delete that folder")
     assert 'holds pseudo masks made with seeds=' in message(part, out=str(tmp_path/'done'), ids=str(_ids_file(tmp_path, ids[:2])))
     (tmp_path/'theirs').mkdir(); shutil.copy(tmp_path/'done'/f'{ids[0]}.png', tmp_path/'theirs')
-    assert 'holds PNGs but no manifest.json saying how they were made' in message(out=str(tmp_path/'theirs'))
+    assert 'holds files (*.png) but no manifest.json saying how they were made' in message(out=str(tmp_path/'theirs'))
     # resume: a missing mask is written again, the others are kept
     (tmp_path/'done'/f'{ids[1]}.png').unlink(); os.utime(tmp_path/'done'/f'{ids[0]}.png', ns=(0, 0))
     assert run_pseudo_cli(seeds, ckpt, root, tmp_path/'done', ids=str(_ids_file(tmp_path, ids[:2]))) == 1
