@@ -26,7 +26,7 @@ from .backbones import ResNet38d, ResNet50, RELEASED_FROZEN
 from .weights import load_official_checkpoint, read_state_dict
 from .optim import SETTINGS
 from .config import parse_opts
-from .learner import Learner, PlotCB, NonFiniteLoss, loader_kwargs, pick_device
+from .learner import Learner, PlotCB, NonFiniteLoss, loader_kwargs, pick_device, read_checkpoint
 from .cam import load_cam_model
 from .crf import crf_folder, load_crf
 
@@ -269,12 +269,8 @@ def checked_affinity_config(stored, source, **asked):
 
 def load_affinity_model(path, device='cpu', **asked):
     "(AffinityNet in eval mode, its `AffinityConfig`) from a `last.pt` of `aeft_affinity`, checked against the model fields `asked`"
-    path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"AffinityNet checkpoint {path} does not exist")
-    try: ck = torch.load(path, map_location='cpu', weights_only=False)
-    except Exception as e: raise ValueError(f"cannot read {path} as a torch checkpoint: {e}") from e
-    if not isinstance(ck, dict) or 'model' not in ck: raise ValueError(f"{path} is not a checkpoint of aeft's training loop (no 'config' and 'model')")
-    cfg = checked_affinity_config(ck.get('config'), path, **asked)
+    ck = read_checkpoint(path, 'AffinityNet checkpoint')
+    cfg = checked_affinity_config(ck['config'], path, **asked)
     model = build_affinity_model(cfg)
     model.load_state_dict(ck['model'])
     return model.to(device).eval(), cfg

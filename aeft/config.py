@@ -128,6 +128,8 @@ def checked_config(stored, source, **asked):
     "`TrainConfig` from the dict `stored` (a checkpoint's config); ValueError naming `source` and the fields where it differs from `asked`"
     unknown = [k for k in asked if k not in MODEL_FIELDS]
     if unknown: raise ValueError(f"{unknown} are not model fields; the model fields are {list(MODEL_FIELDS)}")
+    other = sorted(set(stored) - {f.name for f in fields(TrainConfig)})
+    if other: raise ValueError(f"{source} is not a classifier's checkpoint (aeft_train's): its config has fields TrainConfig has not ({', '.join(other[:6])})")
     missing = [k for k in MODEL_FIELDS if k not in stored and k not in asked]
     if missing: raise ValueError(f"{source} does not describe its network's {missing} (written before aeft stored them); "
                                  f"state them, e.g. {missing[0]}=...")

@@ -6,7 +6,7 @@
 __all__ = ['SPEED_FIELDS', 'freeze_bn', 'max_steps', 'world', 'epoch_loader', 'train_steps', 'classifier_phases', 'rng_state',
            'set_rng_state', 'NonFiniteLoss', 'pick_device', 'init_distributed', 'to_device', 'loader_kwargs',
            'compile_errors', 'step_loss', 'optimise', 'Callback', 'ProgressCB', 'EvalCB', 'Learner', 'read_log',
-           'plot_log', 'PlotCB', 'load_checkpoint', 'BestCB']
+           'plot_log', 'PlotCB', 'read_checkpoint', 'load_checkpoint', 'BestCB']
 
 # %% ../nbs/13_learner.ipynb #6f89e383
 import contextlib, json, os, random, time
@@ -291,14 +291,19 @@ class PlotCB(Callback):
         plt.close(plot_log(learn.log_path, self.fname or learn.out/'curves.png'))
 
 # %% ../nbs/13_learner.ipynb #f7e84dd1
-def load_checkpoint(path, device='cpu', **asked):
-    "(model in eval mode, its `TrainConfig`) from a `last.pt` that `Learner` wrote, rebuilt from its stored description checked against `asked`"
+def read_checkpoint(path, what='checkpoint'):
+    "The dict a `Learner` saved at `path` ('config', 'model', ...); FileNotFoundError or ValueError naming `path` (as `what`) when it is missing or not one"
     path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if not path.is_file(): raise FileNotFoundError(f"{what} {path} does not exist")
     try: ck = torch.load(path, map_location='cpu', weights_only=False)
     except Exception as e: raise ValueError(f"cannot read {path} as a torch checkpoint: {e}") from e
     if not isinstance(ck, dict) or 'config' not in ck or 'model' not in ck:
         raise ValueError(f"{path} is not a checkpoint of aeft's training loop (no 'config' and 'model')")
+    return ck
+
+def load_checkpoint(path, device='cpu', **asked):
+    "(model in eval mode, its `TrainConfig`) from a `last.pt` that `Learner` wrote, rebuilt from its stored description checked against `asked`"
+    ck = read_checkpoint(path)
     cfg = checked_config(ck['config'], path, **asked)
     model = build_model(cfg)
     model.load_state_dict(ck['model'])

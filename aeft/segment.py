@@ -29,7 +29,7 @@ from .weights import load_official_checkpoint
 from .voc import IGNORE, voc_root, voc_splits, read_ids, read_mask, load_image, normalize
 from .optim import SETTINGS, make_optimizer
 from .config import parse_opts
-from .learner import Learner, PlotCB, NonFiniteLoss, loader_kwargs, pick_device, step_loss, optimise, freeze_bn
+from .learner import Learner, PlotCB, NonFiniteLoss, loader_kwargs, pick_device, step_loss, optimise, freeze_bn, read_checkpoint
 
 # %% ../nbs/22_segment.ipynb #91f90c45
 SEGMENTERS = ('resnet38d', 'resnet101', 'resnet50', 'tiny')
@@ -311,12 +311,7 @@ def checked_segment_config(stored, source, **asked):
 
 def load_segmenter(path, device='cpu', **asked):
     "(network in eval mode, its `SegmentConfig`) from a checkpoint that `aeft_segment` wrote (`last.pt`), checked against the model fields `asked`"
-    path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try: ck = torch.load(path, map_location='cpu', weights_only=False)
-    except Exception as e: raise ValueError(f"cannot read {path} as a torch checkpoint: {e}") from e
-    if not isinstance(ck, dict) or 'config' not in ck or 'model' not in ck:
-        raise ValueError(f"{path} is not a checkpoint of aeft's training loop (no 'config' and 'model')")
+    ck = read_checkpoint(path)
     cfg = checked_segment_config(ck['config'], path, **asked)
     model = build_segmenter(cfg)
     model.load_state_dict(ck['model'])

@@ -2,12 +2,13 @@
 import hashlib, json, os, shutil, signal, subprocess, sys, time
 from pathlib import Path
 import numpy as np, pytest, torch, torch.nn.functional as F
-from scipy.ndimage import gaussian_filter, center_of_mass
-from aeft.voc import write_tiny_voc, voc_root, find_sbd, load_mask, voc_splits, read_mask, load_image
+from scipy.ndimage import center_of_mass
+from aeft.voc import write_tiny_voc, voc_root, voc_splits, read_mask, load_image
 from aeft.cam import save_seeds, load_seeds
 from aeft.crf import run_crf, crf_folder
 from aeft.affinity import radius_pairs, affinities, AffinityConfig, AffinityDataset, build_affinity_model, train_affinity
 from aeft.evaluate import evaluate_masks, aeft_eval
+from test_crf import soft_seeds, write_seeds, tree_digest
 from aeft.pseudo import (walk_dense, walk_sparse, random_walk, transition, grid_scores, walk_radius, walk_image, pseudo_mask,
                          crf_image, run_pseudo, aeft_pseudo, MANIFEST, BG_POWER)
 
@@ -16,24 +17,6 @@ BIN = Path(sys.executable).parent
 SAMPLE = Path(__file__).parent/'data'/'voc-sample'
 
 def run(*args): return subprocess.run([str(BIN/args[0]), *map(str, args[1:])], capture_output=True, text=True)
-
-def soft_seeds(mask, sigma=2.0):
-    "Seeds {class: map} from a label mask: each class's region blurred and max-normalised"
-    maps = {int(v) - 1: gaussian_filter((mask == v).astype(np.float32), sigma) for v in np.unique(mask) if 0 < v < 255}
-    return {k: (m/(m.max() + 1e-5)).astype(np.float32) for k, m in maps.items()}
-
-def write_seeds(root, ids, folder):
-    voc = voc_root(root); sbd = find_sbd(voc)
-    folder.mkdir(parents=True, exist_ok=True)
-    for id in ids: save_seeds(soft_seeds(load_mask(voc, id, sbd)[0]), folder/f'{id}.npy')
-    return folder
-
-def tree_digest(folder):
-    "sha256 of every file's path and bytes under `folder`"
-    h = hashlib.sha256()
-    for p in sorted(Path(folder).rglob('*')):
-        if p.is_file(): h.update(str(p.relative_to(folder)).encode()); h.update(p.read_bytes())
-    return h.hexdigest()
 
 @pytest.fixture(scope='module')
 def chain(tmp_path_factory):
