@@ -24,8 +24,7 @@ from .voc import IGNORE, voc_root, voc_splits, read_ids, load_image
 from .gpp import TinyBackbone
 from .backbones import ResNet38d, ResNet50, RELEASED_FROZEN
 from .weights import load_official_checkpoint, read_state_dict
-from .optim import SETTINGS
-from .config import parse_opts
+from .config import parse_opts, check_run
 from .learner import Learner, PlotCB, NonFiniteLoss, loader_kwargs, pick_device, read_checkpoint
 from .cam import load_cam_model
 from .crf import crf_folder, load_crf
@@ -203,11 +202,7 @@ class AffinityConfig:
         _need(self.long_side is None or (len(self.long_side) == 2 and 0 < self.long_side[0] <= self.long_side[1]), 'long_side',
               f"must be None or (lo, hi) with 0 < lo <= hi, got {self.long_side}")
         for k in ('width', 'epochs', 'batch_size'): _need(getattr(self, k) >= 1, k, f"must be at least 1, got {getattr(self, k)}")
-        _need(self.lr > 0, 'lr', f"must be positive, got {self.lr}")
-        _need(self.weight_decay >= 0, 'weight_decay', f"must be non-negative, got {self.weight_decay}")
-        _need(self.optimizer in SETTINGS, 'optimizer', f"must be one of {SETTINGS}, got {self.optimizer!r}")
-        _need(self.power > 0, 'power', f"must be positive, got {self.power}")
-        _need(self.device in ('auto', 'cpu', 'cuda'), 'device', f"must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+        check_run(_need, self)
 
     @property
     def stride(self): return AFF_STRIDES[self.backbone]

@@ -27,8 +27,8 @@ from .gpp import TinyBackbone
 from .backbones import Backbone, ResNet38d
 from .weights import load_official_checkpoint
 from .voc import IGNORE, voc_root, voc_splits, read_ids, read_mask, load_image, normalize
-from .optim import SETTINGS, make_optimizer
-from .config import parse_opts
+from .optim import make_optimizer
+from .config import parse_opts, check_run
 from .learner import Learner, PlotCB, NonFiniteLoss, loader_kwargs, pick_device, step_loss, optimise, freeze_bn, read_checkpoint
 
 # %% ../nbs/22_segment.ipynb #91f90c45
@@ -90,11 +90,7 @@ class SegmentConfig:
         for k in ('width', 'crop_size', 'batch_size', 'iterations'):
             _need(getattr(self, k) >= 1, k, f"must be at least 1, got {getattr(self, k)}")
         _need(self.epochs is None or self.epochs >= 1, 'epochs', f"must be None or at least 1, got {self.epochs}")
-        _need(self.lr > 0, 'lr', f"must be positive, got {self.lr}")
-        _need(self.weight_decay >= 0, 'weight_decay', f"must be non-negative, got {self.weight_decay}")
-        _need(self.optimizer in SETTINGS, 'optimizer', f"must be one of {SETTINGS}, got {self.optimizer!r}")
-        _need(self.power > 0, 'power', f"must be positive, got {self.power}")
-        _need(self.device in ('auto', 'cpu', 'cuda'), 'device', f"must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+        check_run(_need, self)
 
     @classmethod
     def synthetic(cls, **kwargs):

@@ -17,14 +17,10 @@ import test_train
 from test_train import assert_same, weights, steps, ENV
 from test_crf import write_seeds
 
-pytestmark = pytest.mark.filterwarnings('ignore:VOC split')
+pytestmark = [pytest.mark.filterwarnings('ignore:VOC split'), pytest.mark.usefixtures('one_thread')]
 BIN = Path(sys.executable).parent
 
 def run(*args): return subprocess.run([str(BIN/args[0]), *map(str, args[1:])], capture_output=True, text=True, env=ENV)
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads(); torch.set_num_threads(1); yield; torch.set_num_threads(n)
 
 @pytest.fixture(scope='module')
 def chain(tmp_path_factory):

@@ -5,6 +5,7 @@ import pytest, torch
 from aeft.benchmark import spec_config, chain_one
 from aeft.config import build_model, datasets
 from aeft.learner import Learner
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 TINY, SMALL = dict(n_train=32, n_eval=8, epochs=1, warmup=1), dict(n_images=16, aff_epochs=2, seg_iterations=2)
 DRIVER = '''
@@ -14,11 +15,6 @@ torch.set_num_threads(1)
 chain_one('GPP', 0, sys.argv[1], sys.argv[2], eval(sys.argv[3]), eval(sys.argv[4]))
 '''
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    "In-process work on one thread: with other work on the 2 cores, 2 threads are much slower"
-    n = torch.get_num_threads(); torch.set_num_threads(1); yield; torch.set_num_threads(n)
 
 def chain(root, runs, popen=False):
     "Run `chain_one` of GPP seed 0 at the toy budget in a fresh process"

@@ -8,14 +8,10 @@ from aeft.segment import (ASPP, SegmentConfig, TV_WEIGHTS, build_segmenter, segm
 import test_train
 from test_train import assert_same, weights, steps, ENV
 
-pytestmark = pytest.mark.filterwarnings('ignore:VOC split')   # the small datasets' sizes are not VOC's
+pytestmark = [pytest.mark.filterwarnings('ignore:VOC split'), pytest.mark.usefixtures('one_thread')]   # the small datasets' sizes are not VOC's
 BIN = Path(sys.executable).parent
 SAMPLE = Path(__file__).parent/'data'/'voc-sample'
 OPTS = 'crop_size=48 batch_size=4 iterations=24 width=8'       # 16 train_aug images: 4 steps an epoch, 6 epochs
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads(); torch.set_num_threads(1); yield; torch.set_num_threads(n)
 
 @pytest.fixture(scope='module')
 def fixture(tmp_path_factory):

@@ -6,6 +6,7 @@ from torch.utils.data import TensorDataset
 from aeft.config import TrainConfig, build_model
 from aeft.learner import Learner, NonFiniteLoss, classifier_phases, read_log
 from aeft.step import bce_step
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 BIN = Path(sys.executable).parent
 # A run small enough for seconds on a CPU: random images and labels, fixed by a seed.
@@ -61,11 +62,6 @@ def test_sigkill_at_a_random_moment_then_resume_gives_the_same_weights(tmp_path)
     drive(tmp_path/'b')                                   # resumed to the end
     assert_same(weights(tmp_path/'a'), weights(tmp_path/'b'))
     assert steps(tmp_path/'a') == steps(tmp_path/'b'), (k1, k2)   # the log too: interrupted epochs were cut off
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    "In-process runs on one thread: with other work on the 2 cores, 2 threads are much slower"
-    n = torch.get_num_threads(); torch.set_num_threads(1); yield; torch.set_num_threads(n)
 
 def toy(n=64, seed=0):
     g = torch.Generator().manual_seed(seed)
