@@ -293,16 +293,17 @@ def coco_masks(root, split, ids=None, progress=True):
         for i in progress_bar(todo, leave=False) if progress else todo: _write_png(semantic_mask(coco, index[i]['image_id']), folder/f'{i}.png')
     return folder
 
-def read_coco_mask(path, shape=None):
-    "The (h, w) uint8 mask in the PNG `path`, checked to hold COCO's labels 0-80 (and to be of `shape` (h, w) if given)"
+def read_coco_mask(path, shape=None, ignore=False):
+    "The (h, w) uint8 mask in the PNG `path`, checked to hold COCO's labels 0-80 (and 255, ignored, if `ignore`; and to be of `shape` (h, w) if given)"
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"mask not found: {path}")
     try:
         with Image.open(path) as im: m = np.array(im)
     except Exception as e: raise ValueError(f"cannot read mask {path} ({e}); expected a PNG of COCO's labels 0-80") from e
-    if m.ndim != 2 or m.dtype != np.uint8 or m.max(initial=0) > 80:
-        found = f"values up to {m.max()}" if m.ndim == 2 and m.dtype == np.uint8 else f"shape {m.shape} and dtype {m.dtype}"
-        raise ValueError(f"mask {path} has {found}; expected a palette or 8-bit PNG of COCO's labels 0-80")
+    labels = "COCO's labels 0-80" + (" and 255 (ignored)" if ignore else '')
+    if m.ndim != 2 or m.dtype != np.uint8 or (m[m != 255] if ignore else m).max(initial=0) > 80:
+        found = f"values up to {(m[m != 255] if ignore else m).max()}" if m.ndim == 2 and m.dtype == np.uint8 else f"shape {m.shape} and dtype {m.dtype}"
+        raise ValueError(f"mask {path} has {found}; expected a palette or 8-bit PNG of {labels}")
     if shape is not None and m.shape != tuple(shape):
         raise ValueError(f"mask {path} is {m.shape[1]}×{m.shape[0]} but its image is {shape[1]}×{shape[0]}")
     return m
