@@ -14,12 +14,13 @@ from pathlib import Path
 import numpy as np
 import pydensecrf.densecrf as dcrf
 from pydensecrf.utils import unary_from_softmax
+from fastcore.basics import ifnone
 from fastcore.script import call_parse, bool_arg, store_true
 from fastprogress.fastprogress import progress_bar
 from .core import atomic_write, cli_errors, claim_folder, read_manifest, MANIFEST
-from .voc import voc_root, load_image, read_ids
+from .voc import load_image, read_ids
 from .cam import load_seeds, seed_file, seed_stack
-from .evaluate import voc_truth, load_label_scores
+from .evaluate import DATA, as_truth, ground_truth, load_label_scores
 
 # %% ../nbs/19_crf.ipynb #c5fbd09b
 GAUSSIAN = dict(sxy=3, compat=3)              # smoothness kernel θγ = 3, w2 = 3: crf_inference in tools/imutils.py of KAIST-vilab/AEFT
@@ -99,16 +100,16 @@ def _crf_image(id, image, seed, layout, todo, t, num_classes):
 
 def _inside(path, folder): return Path(path).resolve().is_relative_to(Path(folder).resolve())
 
-def _plan(seeds, voc, out, ids, alphas, t, num_classes):
+def _plan(seeds, truth, out, ids, alphas, t, num_classes):
     "Check every input and claim the output folders; the jobs (arguments of `_crf_image`) of the images with outputs missing"
     seeds, out = Path(seeds), Path(out)
     if not seeds.is_dir(): raise FileNotFoundError(f"seed folder {seeds} does not exist (write it with aeft_cam)")
     if read_manifest(seeds) is not None: raise ValueError(f"{seeds} holds CRF outputs (its {MANIFEST}), not seeds; give the folder aeft_cam wrote")
-    for data, what in ((voc, 'the VOC root'), (seeds, 'the seed folder')):
+    for data, what in ((truth.root, 'the data folder'), (seeds, 'the seed folder')):
         if _inside(out, data): raise ValueError(f"--out {out} is inside {what} {data}; aeft_crf writes its outputs elsewhere")
     if not ids: raise ValueError("no image ids to run")
     files = {id: seed_file(seeds, id) for id in ids}                           # names the id and the folder if one is missing
-    images = {id: voc/'JPEGImages'/f'{id}.jpg' for id in ids}
+    images = {id: truth.image(id) for id in ids}
     if (gone := [p for p in images.values() if not p.is_file()]): raise FileNotFoundError(f"image not found: {gone[0]} ({len(gone)} of {len(ids)} missing)")
     layout = seed_layout(files[ids[0]])
     _claim({out/f'{a:02d}': dict(stage='crf', alpha=a, t=t, gaussian=GAUSSIAN, bilateral=BILATERAL, seeds=str(seeds.resolve()),
@@ -116,9 +117,10 @@ def _plan(seeds, voc, out, ids, alphas, t, num_classes):
     jobs = [(id, images[id], files[id], layout, [(a, p) for a in alphas if not (p := out/f'{a:02d}'/f'{id}.npy').exists()], t, num_classes) for id in ids]
     return [j for j in jobs if j[4]]
 
-def run_crf(seeds, root, out, ids, alphas=ALPHAS, t=10, num_classes=20, workers=1, progress=True):
-    "CRF outputs `out/<alpha:02d>/<id>.npy` of the seeds of images `ids` under VOC `root` at each of `alphas`, in `workers` processes; returns the number of images run"
-    jobs = _plan(seeds, voc_root(root), out, list(ids), [int(a) for a in alphas], t, num_classes)
+def run_crf(seeds, root, out, ids, alphas=ALPHAS, t=10, num_classes=None, workers=1, progress=True):
+    "CRF outputs `out/<alpha:02d>/<id>.npy` of the seeds of images `ids` of `root` (a VOC root or a `GroundTruth`, e.g. COCO's) at each of `alphas`, in `workers` processes; `num_classes` None: the data's (20, 80); returns the number of images run"
+    truth = as_truth(root)
+    jobs = _plan(seeds, truth, out, list(ids), [int(a) for a in alphas], t, ifnone(num_classes, len(truth.names) - 1))
     bar = (lambda it: progress_bar(it, total=len(jobs), leave=False)) if progress else (lambda it: it)
     if workers <= 1 or len(jobs) <= 1:
         for j in bar(jobs): _crf_image(*j)
@@ -137,12 +139,14 @@ def aeft_crf(
     seeds:str,                 # folder of seed files (aeft_cam's output; layout psa, irn or npz)
     out:str='runs/crf',        # output root: <out>/<alpha:02d>/<id>.npy and a manifest.json per alpha (the crf/<alpha:02d> layout of the released infer.py)
     root:str=None,             # VOC root whose JPEGImages are read; default $AEFT_VOC_ROOT
-    split:str='train_aug',     # images to run: train_aug, as the released README runs infer.py --crf before train_aff.py (train for their mIoU)
+    data:str='voc',            # 'voc' or 'coco': the images (COCO's train2014/ and val2014/, found through the annotation files)
+    coco_root:str=None,        # COCO 2014 folder (train2014/, val2014/, annotations/) for --data coco; default $AEFT_COCO_ROOT
+    split:str=None,            # images to run; default train_aug for VOC, as the released README runs infer.py --crf before train_aff.py (train for their mIoU); train for COCO
     ids:str=None,              # a file of image ids, one per line, instead of --split
     sbd:str=None,              # SBD's released folder (train_aug ids when VOC2012 has no SegmentationClassAug)
     alphas:str='2,21',         # comma-separated background exponents; 2,21: AEFT's best low and high alpha (README.md of KAIST-vilab/AEFT)
     t:int=10,                  # mean-field iterations: 10, as _crf_with_alpha in tools/imutils.py of KAIST-vilab/AEFT
-    num_classes:int=20,        # classes the seed files may hold (VOC: 20)
+    num_classes:int=None,      # classes the seed files may hold; default the data's: 20 (VOC), 80 (COCO)
     workers:int=None,          # processes (default: the CPUs this process may use)
     progress:bool_arg=True,    # progress bar
     debug:store_true=False,    # show the traceback of every error
@@ -152,11 +156,11 @@ def aeft_crf(
         al = [int(a) for a in alphas.split(',') if a.strip().isdigit()]
         if not al or len(al) != len(alphas.split(',')): raise ValueError(f"--alphas must be non-negative integers separated by commas, got {alphas!r}")
         if t < 1: raise ValueError(f"--t must be at least 1, got {t}")
-        root = root or os.environ.get('AEFT_VOC_ROOT')
-        todo = read_ids(ids) if ids else voc_truth(root, sbd).ids(split)
+        truth = ground_truth(data, root, sbd, coco_root, progress)
+        todo = read_ids(ids) if ids else truth.ids(split or DATA[data][1])
         workers = workers or len(os.sched_getaffinity(0))
         t0 = time.time()
-        n = run_crf(seeds, root, out, todo, al, t, num_classes, workers, progress)
+        n = run_crf(seeds, truth, out, todo, al, t, num_classes, workers, progress)
         s = time.time() - t0
     print(f"aeft_crf: {n} images run at alphas {', '.join(map(str, al))} in {s:.1f}s ({n/max(s, 1e-9):.2f} images/s, {workers} processes); "
           f"{len(todo) - n} already done; {Path(out)}")

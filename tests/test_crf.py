@@ -1,15 +1,16 @@
-"Dense CRF: a hand-made image whose answer is known; aeft_crf end to end on a VOC-format fixture and on the genuine VOC sample, resume, and its errors"
+"Dense CRF: a hand-made image whose answer is known; aeft_crf end to end on a VOC-format fixture, on the genuine VOC sample and on a COCO-format fixture, resume, and its errors"
 import hashlib, inspect, json, os, shutil, signal, subprocess, sys, time
 from pathlib import Path
 import numpy as np, pytest
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 from aeft.voc import write_tiny_voc, voc_root, find_sbd, load_mask, voc_splits
+from aeft.coco import write_tiny_coco
 from aeft.cam import save_seeds, load_seeds
 from aeft.crf import dense_crf, crf_seeds, crf_folder, load_crf, aeft_crf, run_crf, MANIFEST, GAUSSIAN, BILATERAL
-from aeft.evaluate import scores_to_mask, evaluate_masks, aeft_eval
+from aeft.evaluate import DATA, scores_to_mask, evaluate_masks, aeft_eval, coco_truth
 
-pytestmark = pytest.mark.filterwarnings('ignore:VOC split')
+pytestmark = [pytest.mark.filterwarnings('ignore:VOC split'), pytest.mark.filterwarnings('ignore:COCO split')]
 BIN = Path(sys.executable).parent
 SAMPLE = Path(__file__).parent/'data'/'voc-sample'
 
@@ -24,6 +25,12 @@ def write_seeds(root, ids, folder, layout='psa'):
     voc = voc_root(root); sbd = find_sbd(voc)
     folder.mkdir(parents=True, exist_ok=True)
     for id in ids: save_seeds(soft_seeds(load_mask(voc, id, sbd)[0]), folder/f"{id}{'.npz' if layout == 'npz' else '.npy'}", layout)
+    return folder
+
+def coco_seeds(truth, ids, folder):
+    "`soft_seeds` of the COCO images `ids` from the masks of `truth` (class keys 0..79)"
+    folder.mkdir(parents=True, exist_ok=True)
+    for id in ids: save_seeds(soft_seeds(truth.mask(id)), folder/f'{id}.npy')
     return folder
 
 def tree_digest(folder):
@@ -165,7 +172,7 @@ def test_errors(fixture, tmp_path):
     (tmp_path/'theirs'/'02').mkdir(parents=True); (tmp_path/'theirs'/'02'/'x.npy').write_bytes(b'')
     assert 'holds files (*) but no manifest.json saying how they were made' in message(out=str(tmp_path/'theirs'))
     # never into the data: an output root inside the VOC root or the seed folder
-    assert f"--out {voc_root(root)/'crf'} is inside the VOC root" in message(out=str(voc_root(root)/'crf'))
+    assert f"--out {voc_root(root)/'crf'} is inside the data folder {voc_root(root)}" in message(out=str(voc_root(root)/'crf'))
     assert 'is inside the seed folder' in message(out=str(seeds/'crf'))
     assert not (voc_root(root)/'crf').exists() and not (seeds/'crf').exists()
     # seeds of another size than their image, bad arguments
@@ -206,5 +213,47 @@ def test_released_crf_on_seeds():
 def test_released_defaults_of_the_command():
     "aeft_crf reproduces the released run: alphas 2 and 21 (README.md), 10 iterations (crf_inference_ysh), the train_aug list AffinityNet trains on"
     p = inspect.signature(aeft_crf).parameters
-    assert (p['alphas'].default, p['t'].default, p['split'].default) == ('2,21', 10, 'train_aug')
+    assert (p['alphas'].default, p['t'].default, p['split'].default, p['data'].default, DATA['voc'][1]) == ('2,21', 10, None, 'voc', 'train_aug')
     assert inspect.signature(crf_seeds).parameters['t'].default == inspect.signature(dense_crf).parameters['t'].default == 10
+
+# ---- MS-COCO
+
+@pytest.fixture(scope='module')
+def coco(tmp_path_factory):
+    "The COCO-format fixture (its 13 annotated train images), and seeds of them made from its masks: (root, truth, ids, seeds)"
+    t = tmp_path_factory.mktemp('crf-coco')
+    root = write_tiny_coco(t/'coco')
+    truth = coco_truth(root, progress=False)
+    ids = truth.ids('train')
+    return root, truth, ids, coco_seeds(truth, ids, t/'seeds')
+
+def test_aeft_crf_on_coco(coco, tmp_path):
+    "--data coco: COCO's train images found through the annotations, 80 classes; each output's labels are its seeds' (up to 80), its argmax close to the masks they came from"
+    root, truth, ids, seeds = coco
+    r = run('aeft_crf', seeds, '--data', 'coco', '--coco_root', root, '--out', tmp_path/'crf', '--workers', 1, '--progress', 'False')
+    assert r.returncode == 0, r.stderr
+    assert f'aeft_crf: {len(ids)} images run at alphas 2, 21' in r.stdout and len(ids) == 13
+    assert json.loads((tmp_path/'crf'/'21'/MANIFEST).read_text())['num_classes'] == 80
+    labels = set()
+    for id in ids:
+        c = load_crf(tmp_path/'crf'/'02', id, 81)
+        assert sorted(c) == [0] + sorted(k + 1 for k in load_seeds(seeds/f'{id}.npy', 80))
+        labels |= set(c)
+    assert labels == {0, 1, 12, 17, 57, 80}                                  # background, person, stop sign, dog, chair, toothbrush
+    aeft_eval(masks=str(tmp_path/'crf'/'02'), data='coco', coco_root=str(root), out=str(tmp_path/'eval'), progress=False)
+    res = json.loads((tmp_path/'eval'/'mask_eval.json').read_text())
+    assert (res['images'], len(res['classes'])) == (13, 81) and res['miou'] > 0.85
+
+def test_coco_errors(coco, tmp_path):
+    root, truth, ids, seeds = coco
+    def message(**kw):
+        kw = dict(dict(out=str(tmp_path/'crf'), data='coco', coco_root=str(root), progress=False), **kw)
+        with pytest.raises(SystemExit) as e: aeft_crf(str(seeds), **kw)
+        return str(e.value)
+    assert message(data='cityscapes') == "aeft_crf: `data` must be 'voc' or 'coco', got 'cityscapes'"
+    assert message(out=str(root/'crf')) == f"aeft_crf: --out {root/'crf'} is inside the data folder {root}; aeft_crf writes its outputs elsewhere"
+    copy = tmp_path/'copy'; shutil.copytree(root, copy)                       # an image of the annotations missing on disk
+    gone = copy/'train2014'/f'{ids[4]}.jpg'; gone.unlink()
+    assert message(coco_root=str(copy)) == f"aeft_crf: image not found: {gone} (1 of {len(ids)} missing)"
+    assert not (tmp_path/'crf').exists() and not (root/'crf').exists()       # refused before anything was written
+    assert "has class keys [56, 79]; expected class indices 0..19" in message(num_classes=20, ids=str(_ids_file(tmp_path, ids[5:6])))
