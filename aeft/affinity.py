@@ -20,13 +20,14 @@ from torchvision.transforms.v2 import functional as TF
 from fastcore.basics import ifnone
 from fastcore.script import call_parse, bool_arg, store_true
 from .core import IMAGENET_STATS, cli_errors
-from .voc import IGNORE, voc_root, voc_splits, read_ids, load_image
+from .voc import IGNORE, read_ids, load_image
 from .gpp import TinyBackbone
 from .backbones import ResNet38d, ResNet50, RELEASED_FROZEN
 from .weights import load_official_checkpoint, read_state_dict
 from .config import parse_opts, check_run
 from .learner import Learner, PlotCB, NonFiniteLoss, loader_kwargs, pick_device, read_checkpoint
 from .cam import load_cam_model
+from .evaluate import DATA, as_truth, ground_truth
 from .crf import crf_folder, load_crf
 
 # %% ../nbs/20_affinity.ipynb #7d66198b
@@ -288,14 +289,15 @@ def random_crop(tensors, size):
 
 # %% ../nbs/20_affinity.ipynb #e0e7fd4b
 class AffinityDataset(Dataset):
-    "Images of a VOC split with their confident labels from the CRF folders `la_dir` and `ha_dir`, augmented as train_aff.py: (image (3, crop, crop), labels (crop/stride,)×2 uint8)"
-    def __init__(self, root, la_dir, ha_dir, split='train_aug', sbd=None, crop=448, stride=8, jitter=(0.3, 0.3, 0.3, 0.1), long_side=None):
+    "Images of a split (name or ids) of `root` (a VOC root, or a `GroundTruth`: `voc_truth(root, sbd)` for SBD's train_aug, `coco_truth`) with their confident labels from the CRF folders `la_dir` and `ha_dir`, augmented as train_aff.py: (image (3, crop, crop), labels (crop/stride,)×2 uint8)"
+    def __init__(self, root, la_dir, ha_dir, split='train_aug', crop=448, stride=8, jitter=(0.3, 0.3, 0.3, 0.1), long_side=None):
         if crop % stride: raise ValueError(f"`crop` {crop} must be a multiple of `stride` {stride}")
-        self.voc = voc_root(root)
-        self.ids = voc_splits(root, sbd, verbose=False)[split] if isinstance(split, str) else list(split)
+        truth = as_truth(root)
+        self.ids = truth.ids(split) if isinstance(split, str) else list(split)
         if not self.ids: raise ValueError(f"no image ids in {split!r}")
-        for id in self.ids:
-            if not (self.voc/'JPEGImages'/f'{id}.jpg').is_file(): raise FileNotFoundError(f"image id {id!r} has no file {self.voc/'JPEGImages'/f'{id}.jpg'}")
+        self.images, self.num_labels = [truth.image(id) for id in self.ids], len(truth.names)   # 21 labels (VOC) or 81 (COCO) in the CRF outputs
+        for id, f in zip(self.ids, self.images):
+            if not f.is_file(): raise FileNotFoundError(f"image id {id!r} has no file {f}")
         self.dirs = Path(la_dir), Path(ha_dir)
         for d in self.dirs:
             missing = [id for id in self.ids if not (d/f'{id}.npy').is_file()]
@@ -307,12 +309,12 @@ class AffinityDataset(Dataset):
 
     def scores(self, i):
         "(keys, low-alpha scores, high-alpha scores) of image `i`, each stack (K, H, W)"
-        (k1, la), (k2, ha) = (score_stack(load_crf(d, self.ids[i]), d/f'{self.ids[i]}.npy') for d in self.dirs)
+        (k1, la), (k2, ha) = (score_stack(load_crf(d, self.ids[i], self.num_labels), d/f'{self.ids[i]}.npy') for d in self.dirs)
         if k1 != k2: raise ValueError(f"the CRF outputs of {self.ids[i]!r} in {self.dirs[0]} and {self.dirs[1]} have different keys, {k1} and {k2}")
         return k1, la, ha
 
     def __getitem__(self, i):
-        img = load_image(self.voc/'JPEGImages'/f'{self.ids[i]}.jpg')
+        img = load_image(self.images[i])
         keys, la, ha = self.scores(i)
         if la.shape[1:] != (img.height, img.width):
             raise ValueError(f"the CRF output of {self.ids[i]!r} is {la.shape[1]}×{la.shape[2]}, its image {img.height}×{img.width}")
@@ -366,7 +368,9 @@ def aeft_affinity(
     low_alpha:int=2,           # alpha of the confident-foreground CRF folder: 2, README of KAIST-vilab/AEFT ("low: 2 high: 21")
     high_alpha:int=21,         # alpha of the confident-background CRF folder: 21, same
     root:str=None,             # VOC root (VOCdevkit, its parent, or VOC2012); default $AEFT_VOC_ROOT
-    split:str='train_aug',     # training images: train_aug, as train_aff.py (voc12/train_aug.txt)
+    data:str='voc',            # 'voc' or 'coco': the training images (COCO's through its annotation files; CRF outputs of labels up to 80)
+    coco_root:str=None,        # COCO 2014 folder (train2014/, val2014/, annotations/) for --data coco; default $AEFT_COCO_ROOT
+    split:str=None,            # training images; default train_aug for VOC, as train_aff.py (voc12/train_aug.txt); train for COCO
     ids:str=None,              # a file of image ids, one per line, instead of --split
     sbd:str=None,              # SBD's released folder (train_aug ids when VOC2012 has no SegmentationClassAug)
     ckpt:str=None,             # classifier checkpoint of aeft_train to start from (train_aff.py starts from the trained classifier)
@@ -389,12 +393,13 @@ def aeft_affinity(
         kw = {k: v for k, v in dict(epochs=epochs, batch_size=batch_size, lr=lr).items() if v is not None}
         cfg = AffinityConfig(**{**dict(backbone=backbone, low_alpha=low_alpha, high_alpha=high_alpha, bf16=bf16, **kw),
                                 **parse_opts(opts, {f.name for f in fields(AffinityConfig)} - {'init'})})
+        truth = ground_truth(data, root, sbd, coco_root, progress)
+        if Path(out).resolve().is_relative_to(truth.root.resolve()): raise ValueError(f"--out {out} is inside the data folder {truth.root}; write the run elsewhere")
         src, last = _source(ckpt, official, imagenet), Path(out)/'last.pt'
         if last.exists() and not resume: raise FileExistsError(f"{last} exists: resume it (--resume) or choose another --out")
         resuming = resume and last.exists()
         if not (src or resuming): raise ValueError("give the weights to start from: --ckpt (an aeft_train classifier), --official or --imagenet")
-        root = root or os.environ.get('AEFT_VOC_ROOT')
-        ds = AffinityDataset(root, crf_folder(crf, cfg.low_alpha), crf_folder(crf, cfg.high_alpha), read_ids(ids) if ids else split, sbd,
+        ds = AffinityDataset(truth, crf_folder(crf, cfg.low_alpha), crf_folder(crf, cfg.high_alpha), read_ids(ids) if ids else split or DATA[data][1],
                              cfg.crop, cfg.stride, cfg.jitter, cfg.long_side)
         model = build_affinity_model(cfg)
         if resuming: cfg.init = ' '.join(src) if src else json.loads((Path(out)/'config.json').read_text()).get('init', '')

@@ -1,12 +1,14 @@
-"AffinityNet: labels and pairs checked by hand, the loss on hand-computed affinities, SIGKILL then resume, aeft_affinity end to end on the VOC-format fixture (seeds → aeft_crf → aeft_affinity) and its errors"
-import inspect, json, random, shutil, subprocess, sys
+"AffinityNet: labels and pairs checked by hand, the loss on hand-computed affinities, SIGKILL then resume, aeft_affinity end to end on the VOC-format fixture (seeds → aeft_crf → aeft_affinity) and on a COCO-format one, and its errors"
+import inspect, json, os, random, shutil, subprocess, sys
 from dataclasses import asdict
 from pathlib import Path
 import numpy as np, pytest, torch
 from PIL import Image
 from aeft.voc import write_tiny_voc, voc_splits
+from aeft.coco import write_tiny_coco
+from aeft.evaluate import DATA, coco_truth
 from aeft.config import make_config, build_model
-from aeft.crf import aeft_crf, crf_folder
+from aeft.crf import aeft_crf, crf_folder, run_crf
 from torch.utils.data import TensorDataset
 from aeft.core import IMAGENET_STATS
 from aeft.gpp import TinyBackbone
@@ -15,9 +17,9 @@ from aeft.affinity import (radius_pairs, displacements, confident_labels, pair_l
                            AffinityConfig, build_affinity_model, init_affinity, load_affinity_model, train_affinity, aeft_affinity)
 import test_train
 from test_train import assert_same, weights, steps, ENV
-from test_crf import write_seeds
+from test_crf import write_seeds, coco_seeds
 
-pytestmark = [pytest.mark.filterwarnings('ignore:VOC split'), pytest.mark.usefixtures('one_thread')]
+pytestmark = [pytest.mark.filterwarnings('ignore:VOC split'), pytest.mark.filterwarnings('ignore:COCO split'), pytest.mark.usefixtures('one_thread')]
 BIN = Path(sys.executable).parent
 
 def run(*args): return subprocess.run([str(BIN/args[0]), *map(str, args[1:])], capture_output=True, text=True, env=ENV)
@@ -155,7 +157,8 @@ def test_released_defaults():
     assert (cfg.backbone, cfg.dropout, cfg.frozen, cfg.freeze_bn) == ('resnet38d', (0.3, 0.5), ('conv1a', 'b2', 'b2_1', 'b2_2'), True)
     assert max_steps(cfg, 10582) == 8*(10582//8)                      # max_step = len(train_dataset) // batch_size * max_epoches
     p = inspect.signature(aeft_affinity).parameters
-    assert {k: p[k].default for k in ('low_alpha', 'high_alpha', 'split', 'backbone', 'bf16')} == dict(low_alpha=2, high_alpha=21, split='train_aug', backbone='resnet38d', bf16=False)
+    assert {k: p[k].default for k in ('low_alpha', 'high_alpha', 'split', 'data', 'backbone', 'bf16')} == dict(low_alpha=2, high_alpha=21, split=None, data='voc', backbone='resnet38d', bf16=False)
+    assert DATA['voc'][1] == 'train_aug'                              # --split None: train_aug for VOC, as train_aff.py
 
 def test_released_optimiser_groups(tmp_path):
     "PolyOptimizer of train_aff.py: weight decay 5e-4 in SGD's momentum slot, the four new layers at 10× lr with weight decay, no biases"
@@ -270,3 +273,48 @@ def test_errors_are_clear(chain, tmp_path):
     with pytest.raises(ValueError, match=r"clf.pt is not an AffinityNet checkpoint \(it holds a classifier written by aeft_train\)"):
         load_affinity_model(t/'clf.pt')
     with pytest.raises(ValueError, match=r"\['head'\] are not AffinityNet model fields"): load_affinity_model(tmp_path/'run'/'last.pt', head='gpp')
+
+# ---- MS-COCO
+
+@pytest.fixture(scope='module')
+def coco_chain(tmp_path_factory):
+    "The COCO-format fixture, seeds of its 13 annotated train images from its masks, their CRF outputs at alphas 2 and 21: (root, truth, ids, crf)"
+    t = tmp_path_factory.mktemp('affinity-coco')
+    root = write_tiny_coco(t/'coco')
+    truth = coco_truth(root, progress=False)
+    ids = truth.ids('train')
+    run_crf(coco_seeds(truth, ids, t/'seeds'), truth, t/'crf', ids, t=2, progress=False)
+    return root, truth, ids, t/'crf'
+
+def test_aeft_affinity_on_coco(chain, coco_chain, tmp_path):
+    "--data coco: COCO's train images with their CRF outputs of labels up to 80; the labels of the crops reach beyond VOC's 20"
+    t, *_ = chain
+    root, truth, ids, crf = coco_chain
+    ds = AffinityDataset(truth, crf_folder(crf, 2), crf_folder(crf, 21), 'train', crop=40, stride=4)
+    assert (ds.ids, ds.num_labels, ds.images) == (ids, 81, [truth.image(id) for id in ids])
+    torch.manual_seed(0)
+    seen = set().union(*(ds[i][1].unique().tolist() for i in range(len(ds))))
+    assert {57, 80} <= seen <= {0, 1, 12, 17, 57, 80, 255}                   # chair and toothbrush; only the fixture's labels
+    r = subprocess.run([str(BIN/'aeft_affinity'), '--data', 'coco', '--coco_root', str(root), '--crf', str(crf), '--backbone', 'tiny', '--batch_size', '4',
+                        '--epochs', '1', '--opts', 'crop=40 width=8 device=cpu', '--ckpt', str(t/'clf.pt'), '--out', str(tmp_path/'run'), '--progress', 'False'],
+                       capture_output=True, text=True, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    assert r.returncode == 0, r.stderr
+    assert f'aeft_affinity: 1 epochs on {len(ids)} images done' in r.stdout
+    rows = [json.loads(l) for l in (tmp_path/'run'/'log.jsonl').read_text().splitlines()]
+    steps = [r for r in rows if r['kind'] == 'step']
+    assert len(steps) == len(ids)//4 and all(np.isfinite([r[k] for k in ('loss', 'bg', 'fg', 'neg')]).all() for r in steps)
+
+def test_coco_errors(chain, coco_chain, tmp_path):
+    t, *_ = chain
+    root, truth, ids, crf = coco_chain
+    def message(**kw):
+        kw = {**dict(crf=str(crf), data='coco', coco_root=str(root), backbone='tiny', ckpt=str(t/'clf.pt'), epochs=1,
+                     opts='crop=40 width=8 device=cpu', out=str(tmp_path/'o'), progress=False), **kw}
+        with pytest.raises(SystemExit) as e: aeft_affinity(**kw)
+        return str(e.value)
+    assert message(data='cityscapes') == "aeft_affinity: `data` must be 'voc' or 'coco', got 'cityscapes'"
+    assert message(out=str(root/'aff')) == f"aeft_affinity: --out {root/'aff'} is inside the data folder {root}; write the run elsewhere"
+    copy = tmp_path/'copy'; shutil.copytree(root, copy)                       # an image of the annotations missing on disk
+    gone = copy/'train2014'/f'{ids[4]}.jpg'; gone.unlink()
+    assert message(coco_root=str(copy)) == f"aeft_affinity: image id {ids[4]!r} has no file {gone}"
+    assert not (tmp_path/'o').exists() and not (root/'aff').exists()          # refused before anything was written
