@@ -13,13 +13,14 @@ from concurrent.futures import ProcessPoolExecutor, wait, FIRST_COMPLETED
 from multiprocessing import get_context
 from pathlib import Path
 import numpy as np, torch, torch.nn.functional as F
+from fastcore.basics import ifnone
 from fastcore.script import call_parse, bool_arg, store_true
 from fastprogress.fastprogress import progress_bar
 from .core import atomic_write, cli_errors, claim_folder, file_sha256, IMAGENET_STATS, MANIFEST
 from .affinity import radius_pairs, affinities, load_affinity_model
-from .voc import voc_root, read_ids, load_image, save_mask
+from .voc import read_ids, load_image, save_mask
 from .cam import to_input, load_seeds, seed_file
-from .evaluate import voc_truth
+from .evaluate import DATA, as_truth, ground_truth
 from .crf import dense_crf
 
 # %% ../nbs/21_pseudo.ipynb #c623373f
@@ -150,18 +151,18 @@ def pseudo_mask(img, walked, crf=CRF_T, stride=STRIDE):
     return up.argmax(0)[:img.height, :img.width].numpy().astype(np.uint8)
 
 # %% ../nbs/21_pseudo.ipynb #a36d4d95
-def _plan(seeds, voc, out, ids):
+def _plan(seeds, truth, out, ids):
     "Check the inputs: {id: (image file, seed file)}"
     seeds, out = Path(seeds), Path(out)
     if not seeds.is_dir(): raise FileNotFoundError(f"seed folder {seeds} does not exist (aeft_cam writes it)")
     if (seeds/MANIFEST).is_file(): raise ValueError(f"{seeds} holds a {MANIFEST}: it is the output of a later stage (aeft_crf or aeft_pseudo), not seeds; give the folder aeft_cam wrote")
-    for data, what in ((voc, 'the VOC folder'), (seeds, 'the seed folder')):
+    for data, what in ((truth.root, 'the data folder'), (seeds, 'the seed folder')):
         if out.resolve().is_relative_to(data.resolve()): raise ValueError(f"--out {out} is inside {what} {data}; write the pseudo masks elsewhere")
     if not ids: raise ValueError("no image ids to run")
     missing = [id for id in ids if not ((seeds/f'{id}.npy').is_file() or (seeds/f'{id}.npz').is_file())]
     if missing: raise FileNotFoundError(f"no seed file for {len(missing)} of the {len(ids)} images in {seeds} (e.g. {', '.join(missing[:3])}); "
                                         "run aeft_cam on the same images")
-    images = {id: voc/'JPEGImages'/f'{id}.jpg' for id in ids}
+    images = {id: truth.image(id) for id in ids}
     gone = [p for p in images.values() if not p.is_file()]
     if gone: raise FileNotFoundError(f"image not found: {gone[0]} ({len(gone)} of the {len(ids)} images missing)")
     return {id: (images[id], seed_file(seeds, id)) for id in ids}
@@ -179,12 +180,13 @@ def _finish(image, walked, crf, stride, path):
 
 # %% ../nbs/21_pseudo.ipynb #53f0413a
 def run_pseudo(model, seeds, root, out, ids, beta=BETA, logt=LOGT, bg_power=BG_POWER, crf=CRF_T, walk='sparse', radius=5, stride=STRIDE,
-               num_classes=20, source=None, workers=1, progress=True):
-    "Pseudo masks `out/<id>.png` of the images `ids` under VOC `root` from the seeds in `seeds` and AffinityNet `model` (described in the manifest by `source`); returns the number written"
+               num_classes=None, source=None, workers=1, progress=True):
+    "Pseudo masks `out/<id>.png` of the images `ids` of `root` (a VOC root or a `GroundTruth`, e.g. COCO's) from the seeds in `seeds` and AffinityNet `model` (described in the manifest by `source`); `num_classes` None: the data's (20, 80); returns the number written"
     if walk not in WALKS: raise ValueError(f"`walk` must be one of {tuple(WALKS)}, got {walk!r}")
     if logt < 0 or crf < 0 or beta <= 0: raise ValueError(f"need logt >= 0, crf >= 0 and beta > 0, got logt={logt}, crf={crf}, beta={beta}")
-    out, ids = Path(out), list(ids)
-    files = _plan(seeds, voc_root(root), out, ids)
+    out, ids, truth = Path(out), list(ids), as_truth(root)
+    num_classes = ifnone(num_classes, len(truth.names) - 1)
+    files = _plan(seeds, truth, out, ids)
     claim_folder(out, dict(stage='pseudo', seeds=str(Path(seeds).resolve()), model=source, beta=beta, logt=logt, bg_power=bg_power, crf=crf,
                      radius=radius, stride=stride, num_classes=num_classes), 'pseudo masks')
     todo = [id for id in ids if not (out/f'{id}.png').exists()]
@@ -214,9 +216,11 @@ def run_pseudo(model, seeds, root, out, ids, beta=BETA, logt=LOGT, bg_power=BG_P
 def aeft_pseudo(
     seeds:str,                 # folder of seed files written by aeft_cam (layout psa, irn or npz, read per file)
     ckpt:str,                  # AffinityNet checkpoint written by aeft_affinity (last.pt)
-    out:str='runs/pseudo',     # output folder: <id>.png pseudo masks in VOC's palette (labels 0-20) and manifest.json
+    out:str='runs/pseudo',     # output folder: <id>.png pseudo masks in VOC's palette (labels 0-20; 0-80 for COCO) and manifest.json
     root:str=None,             # VOC root whose JPEGImages are read; default $AEFT_VOC_ROOT
-    split:str='train_aug',     # images: train_aug, as the README of KAIST-vilab/AEFT runs infer_aff.py (--train_list voc12/train_aug.txt); its mIoU is taken on train
+    data:str='voc',            # 'voc' or 'coco': the images (COCO's train2014/ and val2014/, found through the annotation files)
+    coco_root:str=None,        # COCO 2014 folder (train2014/, val2014/, annotations/) for --data coco; default $AEFT_COCO_ROOT
+    split:str=None,            # images; default train_aug for VOC, as the README of KAIST-vilab/AEFT runs infer_aff.py (--train_list voc12/train_aug.txt), its mIoU taken on train; train for COCO
     ids:str=None,              # a file of image ids, one per line, instead of --split
     sbd:str=None,              # SBD's released folder (train_aug ids when VOC2012 has no SegmentationClassAug)
     beta:int=8,                # power of the affinities: 8, hard-coded in infer_aff.py of KAIST-vilab/AEFT (PSA's infer_aff.py: --beta 8)
@@ -225,7 +229,7 @@ def aeft_pseudo(
     crf:int=1,                 # CRF mean-field iterations after the walk: 1, crf_inference(..., t=1) in infer_aff.py of KAIST-vilab/AEFT (PSA's: none, 0)
     walk:str='sparse',         # 'sparse' (S ← S·T repeated; faster) or 'dense' (T squared as a dense matrix: the released computation); same scores to 1e-4
     radius:int=None,           # pair radius; default the checkpoint's (5, networks/resnet38_aff.py), shrunk on grids narrower than 2·radius + 1 as there
-    num_classes:int=20,        # classes the seed files may hold (VOC: 20)
+    num_classes:int=None,      # classes the seed files may hold; default the data's: 20 (VOC), 80 (COCO)
     device:str='auto',         # 'auto' (a GPU when there is one), 'cpu' or 'cuda'
     workers:int=None,          # processes for the CRF step and writing (default: the CPUs this process may use; 1: all in this process)
     progress:bool_arg=True,    # progress bar
@@ -236,11 +240,11 @@ def aeft_pseudo(
         if walk not in WALKS: raise ValueError(f"--walk must be one of {tuple(WALKS)}, got {walk!r}")
         dev = 'cuda' if device == 'auto' and torch.cuda.is_available() else ('cpu' if device == 'auto' else device)
         model, cfg = load_affinity_model(ckpt, dev)
-        root = root or os.environ.get('AEFT_VOC_ROOT')
-        todo = read_ids(ids) if ids else voc_truth(root, sbd).ids(split)
+        truth = ground_truth(data, root, sbd, coco_root, progress)
+        todo = read_ids(ids) if ids else truth.ids(split or DATA[data][1])
         workers = workers or len(os.sched_getaffinity(0))
         source = dict(sha256=file_sha256(ckpt), backbone=cfg.backbone)   # the checkpoint by its content: it may move
         t0 = time.time()
-        n = run_pseudo(model, seeds, root, out, todo, beta, logt, bg_power, crf, walk, radius or cfg.radius, cfg.stride, num_classes, source, workers, progress)
+        n = run_pseudo(model, seeds, truth, out, todo, beta, logt, bg_power, crf, walk, radius or cfg.radius, cfg.stride, num_classes, source, workers, progress)
         s = time.time() - t0
     print(f"aeft_pseudo: {n} pseudo masks written to {out} in {s:.1f}s ({workers} process{'es' if workers > 1 else ''}, {walk} walk); {len(todo) - n} already there")

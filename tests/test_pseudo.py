@@ -1,18 +1,19 @@
-"Random walk: the sparse walk equals the released dense one, a hand case, the chain on a photograph; aeft_pseudo end to end on a VOC-format fixture and on the genuine VOC sample with an AffinityNet trained by aeft.affinity, resume, and its errors"
+"Random walk: the sparse walk equals the released dense one, a hand case, the chain on a photograph; aeft_pseudo end to end on a VOC-format fixture, on the genuine VOC sample and on a COCO-format fixture with an AffinityNet trained by aeft.affinity, resume, and its errors"
 import hashlib, json, os, shutil, signal, subprocess, sys, time
 from pathlib import Path
 import numpy as np, pytest, torch, torch.nn.functional as F
 from scipy.ndimage import center_of_mass
 from aeft.voc import write_tiny_voc, voc_root, voc_splits, read_mask, load_image
+from aeft.coco import write_tiny_coco
 from aeft.cam import save_seeds, load_seeds
 from aeft.crf import run_crf, crf_folder
 from aeft.affinity import radius_pairs, affinities, AffinityConfig, AffinityDataset, build_affinity_model, train_affinity
-from aeft.evaluate import evaluate_masks, aeft_eval
-from test_crf import soft_seeds, write_seeds, tree_digest
+from aeft.evaluate import DATA, evaluate_masks, aeft_eval, coco_truth, read_prediction
+from test_crf import soft_seeds, write_seeds, coco_seeds, tree_digest
 from aeft.pseudo import (walk_dense, walk_sparse, random_walk, transition, grid_scores, walk_radius, walk_image, pseudo_mask,
                          crf_image, run_pseudo, aeft_pseudo, MANIFEST, BG_POWER)
 
-pytestmark = pytest.mark.filterwarnings('ignore:VOC split')
+pytestmark = [pytest.mark.filterwarnings('ignore:VOC split'), pytest.mark.filterwarnings('ignore:COCO split')]
 BIN = Path(sys.executable).parent
 SAMPLE = Path(__file__).parent/'data'/'voc-sample'
 
@@ -207,7 +208,7 @@ def test_errors(chain, tmp_path):
     assert (tmp_path/'done'/f'{ids[0]}.png').stat().st_mtime_ns == 0
     # never into the data
     voc = voc_root(root)
-    assert f"--out {voc/'pseudo'} is inside the VOC folder" in message(out=str(voc/'pseudo'))
+    assert f"--out {voc/'pseudo'} is inside the data folder {voc}" in message(out=str(voc/'pseudo'))
     assert 'is inside the seed folder' in message(out=str(seeds/'pseudo'))
     assert not (voc/'pseudo').exists() and not (seeds/'pseudo').exists()
     # bad arguments
@@ -281,8 +282,53 @@ def test_released_defaults_of_the_command():
     "aeft_pseudo reproduces the released run: β 8, 6 squarings, background power 19, one CRF step (infer_aff.py, README.md), on train_aug (README.md); the sparse walk computes it"
     import inspect
     p = inspect.signature(aeft_pseudo).parameters
-    assert {k: p[k].default for k in ('beta', 'logt', 'bg_power', 'crf', 'split', 'walk')} == dict(beta=8, logt=6, bg_power=19, crf=1, split='train_aug', walk='sparse')
+    assert {k: p[k].default for k in ('beta', 'logt', 'bg_power', 'crf', 'split', 'data', 'walk')} == dict(beta=8, logt=6, bg_power=19, crf=1, split=None, data='voc', walk='sparse')
+    assert DATA['voc'][1] == 'train_aug'                                         # --split None: train_aug for VOC, as the README
     for f in (walk_image, run_pseudo):
         q = inspect.signature(f).parameters
         assert (q['beta'].default, q['logt'].default, q['bg_power'].default, q['radius'].default) == (8, 6, 19, 5)
     assert inspect.signature(pseudo_mask).parameters['crf'].default == 1
+
+# ---- MS-COCO
+
+@pytest.fixture(scope='module')
+def coco(tmp_path_factory):
+    "The COCO-format fixture, its drawn train images (29 to 61 pixels a side: the hand-made ones are too small for the walk's grid) and seeds of them from its masks: (root, truth, ids, seeds)"
+    t = tmp_path_factory.mktemp('pseudo-coco')
+    root = write_tiny_coco(t/'coco')
+    truth = coco_truth(root, progress=False)
+    ids = [id for id in truth.ids('train') if int(id[-12:]) >= 1000][:6]
+    return root, truth, ids, coco_seeds(truth, ids, t/'seeds')
+
+def test_aeft_pseudo_on_coco(chain, coco, tmp_path):
+    "--data coco: COCO's images found through the annotations, 1 + 80 channels walked; each mask at its image's size holds only its seeds' labels, COCO's beyond 20 among them"
+    *_, ckpt = chain
+    root, truth, ids, seeds = coco
+    r = run('aeft_pseudo', seeds, ckpt, '--data', 'coco', '--coco_root', root, '--ids', _ids_file(tmp_path, ids), '--out', tmp_path/'pseudo',
+            '--workers', 1, '--progress', 'False')
+    assert r.returncode == 0, r.stderr
+    assert f'aeft_pseudo: {len(ids)} pseudo masks written' in r.stdout
+    assert json.loads((tmp_path/'pseudo'/MANIFEST).read_text())['num_classes'] == 80
+    found = set()
+    for id in ids:
+        m = read_prediction(tmp_path/'pseudo'/f'{id}.png', 81)
+        assert m.shape == truth.mask(id).shape
+        assert set(np.unique(m)) <= {0} | {k + 1 for k in load_seeds(seeds/f'{id}.npy', 80)}
+        found |= set(np.unique(m).tolist())
+    assert {57, 80} <= found
+    res = evaluate_masks(tmp_path/'pseudo', split=ids, progress=False, truth=truth)
+    assert res['images'] == len(ids) and len(res['classes']) == 81 and 0 <= res['miou'] <= 1
+
+def test_coco_errors(chain, coco, tmp_path):
+    *_, ckpt = chain
+    root, truth, ids, seeds = coco
+    def message(**kw):
+        kw = dict(dict(out=str(tmp_path/'pseudo'), data='coco', coco_root=str(root), ids=str(_ids_file(tmp_path, ids)), workers=1, progress=False), **kw)
+        with pytest.raises(SystemExit) as e: aeft_pseudo(str(seeds), str(ckpt), **kw)
+        return str(e.value)
+    assert message(data='cityscapes') == "aeft_pseudo: `data` must be 'voc' or 'coco', got 'cityscapes'"
+    assert message(out=str(root/'pseudo')) == f"aeft_pseudo: --out {root/'pseudo'} is inside the data folder {root}; write the pseudo masks elsewhere"
+    copy = tmp_path/'copy'; shutil.copytree(root, copy)                           # an image of the annotations missing on disk
+    gone = copy/'train2014'/f'{ids[2]}.jpg'; gone.unlink()
+    assert message(coco_root=str(copy)) == f"aeft_pseudo: image not found: {gone} (1 of the {len(ids)} images missing)"
+    assert not (tmp_path/'pseudo').exists() and not (root/'pseudo').exists()      # refused before anything was written
