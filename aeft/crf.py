@@ -162,5 +162,5 @@ def aeft_crf(
         t0 = time.time()
         n = run_crf(seeds, truth, out, todo, al, t, num_classes, workers, progress)
         s = time.time() - t0
-    print(f"aeft_crf: {n} images run at alphas {', '.join(map(str, al))} in {s:.1f}s ({n/max(s, 1e-9):.2f} images/s, {workers} processes); "
+    print(f"aeft_crf: {n} images run at alphas {', '.join(map(str, al))} in {s:.1f}s ({n/max(s, 1e-9):.2f} images/s, {workers} process{'es' * (workers > 1)}); "
           f"{len(todo) - n} already done; {Path(out)}")

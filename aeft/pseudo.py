@@ -191,8 +191,9 @@ def run_pseudo(model, seeds, root, out, ids, beta=BETA, logt=LOGT, bg_power=BG_P
                      radius=radius, stride=stride, num_classes=num_classes), 'pseudo masks')
     todo = [id for id in ids if not (out/f'{id}.png').exists()]
     def walked(id):
-        img = load_image(files[id][0])
-        return walk_image(model, img, _seeds(files[id][1], img, num_classes), beta, logt, bg_power, radius, walk, stride, num_classes).cpu().numpy()
+        img = load_image(files[id][0]); seeds = _seeds(files[id][1], img, num_classes)
+        try: return walk_image(model, img, seeds, beta, logt, bg_power, radius, walk, stride, num_classes).cpu().numpy()
+        except ValueError as e: raise ValueError(f"image {files[id][0]} ({img.width}×{img.height}): {e}") from None
     bar = (lambda it: progress_bar(it, leave=False)) if progress else (lambda it: it)
     if workers <= 1 or len(todo) <= 1:
         for id in bar(todo): _finish(files[id][0], walked(id), crf, stride, out/f'{id}.png')
