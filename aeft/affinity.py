@@ -405,4 +405,4 @@ def aeft_affinity(
         if resuming: cfg.init = ' '.join(src) if src else json.loads((Path(out)/'config.json').read_text()).get('init', '')
         else: cfg.init = init_affinity(model, cfg, **{src[0]: src[1]})
         learn = train_affinity(model, ds, cfg, out, resume, progress=progress, **loader_kwargs(pick_device(cfg), workers, prefetch))
-    if learn.main: print(f'aeft_affinity: {cfg.epochs} epochs on {len(ds)} images done; log, checkpoint and curves in {learn.out}')
+    if learn.main: print(f"aeft_affinity: {cfg.epochs} epoch{'s' * (cfg.epochs > 1)} on {len(ds)} images done; log, checkpoint and curves in {learn.out}")

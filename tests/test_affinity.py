@@ -299,7 +299,7 @@ def test_aeft_affinity_on_coco(chain, coco_chain, tmp_path):
                         '--epochs', '1', '--opts', 'crop=40 width=8 device=cpu', '--ckpt', str(t/'clf.pt'), '--out', str(tmp_path/'run'), '--progress', 'False'],
                        capture_output=True, text=True, env={**os.environ, 'OMP_NUM_THREADS': '1'})
     assert r.returncode == 0, r.stderr
-    assert f'aeft_affinity: 1 epochs on {len(ids)} images done' in r.stdout
+    assert f'aeft_affinity: 1 epoch on {len(ids)} images done' in r.stdout
     rows = [json.loads(l) for l in (tmp_path/'run'/'log.jsonl').read_text().splitlines()]
     steps = [r for r in rows if r['kind'] == 'step']
     assert len(steps) == len(ids)//4 and all(np.isfinite([r[k] for k in ('loss', 'bg', 'fg', 'neg')]).all() for r in steps)
