@@ -26,10 +26,12 @@ from .core import cli_errors
 from .gpp import TinyBackbone
 from .backbones import Backbone, ResNet38d
 from .weights import load_official_checkpoint
-from .voc import IGNORE, voc_root, voc_splits, read_ids, read_mask, load_image, normalize
+from .voc import IGNORE, read_ids, load_image, normalize
+from .coco import COCO_NAMES
 from .optim import make_optimizer
 from .config import parse_opts, check_run
 from .learner import Learner, PlotCB, NonFiniteLoss, loader_kwargs, pick_device, step_loss, optimise, freeze_bn, read_checkpoint
+from .evaluate import DATA, as_truth, ground_truth, read_prediction
 
 # %% ../nbs/22_segment.ipynb #91f90c45
 SEGMENTERS = ('resnet38d', 'resnet101', 'resnet50', 'tiny')
@@ -97,6 +99,11 @@ class SegmentConfig:
         "The tiny network from scratch on 64 px synthetic shapes (6 classes + background), every layer at one rate: seconds on a CPU"
         return cls(**{**dict(backbone='tiny', num_classes=7, crop_size=64, scales=(0.75, 1.0, 1.25), batch_size=16,
                              iterations=100, lr=0.01, new_head=False, device='cpu'), **kwargs})
+
+    @classmethod
+    def coco(cls, **kwargs):
+        "DeepLab-v2's COCO recipe, kazuto1011/deeplab-pytorch `configs/cocostuff164k.yaml`: the VOC recipe with 100,000 iterations (ITER_MAX), and COCO 2014's 81 labels (80 classes + background) for COCO-Stuff's 182"
+        return cls(**{**dict(num_classes=len(COCO_NAMES), iterations=100000), **kwargs})
 
 # %% ../nbs/22_segment.ipynb #a0e49c2e
 def steps_per_epoch(cfg, n):
@@ -209,24 +216,31 @@ def _size(path):
 
 def _some(ids, k=5): return ', '.join(ids[:k]) + (f' and {len(ids) - k:,} more' if len(ids) > k else '')
 
+def _split_ids(truth, split):
+    "Ids of `split`: a split name of `truth`, a file of ids, or a list"
+    if not isinstance(split, str): return list(split)
+    try: return truth.ids(split)
+    except ValueError as e:
+        if Path(split).is_file(): return read_ids(split)
+        raise ValueError(f"split {split!r} is neither a split of the data nor a file of ids ({e})") from None
+
 class PseudoMaskDataset(Dataset):
-    "VOC images of `split` (a split name, a file of ids or a list) with the masks `masks/<id>.png`: `(image, mask)` after `transform`"
-    def __init__(self, root, masks, split='train_aug', sbd=None, transform=None, num_classes=21, check=True):
-        self.voc, self.folder, self.num_classes = voc_root(root), Path(masks), num_classes
-        if isinstance(split, str) and split not in ('train', 'val', 'train_aug'):
-            if not Path(split).is_file(): raise ValueError(f"split {split!r} is neither 'train', 'val', 'train_aug' nor a file of ids")
-            self.ids = read_ids(split)
-        else: self.ids = voc_splits(root, sbd, verbose=False)[split] if isinstance(split, str) else list(split)
+    "The images of `split` (a split name, a file of ids or a list) of `root` (a VOC root, or a `GroundTruth`: `voc_truth(root, sbd)` for SBD's train_aug, `coco_truth`) with the masks `masks/<id>.png`: `(image, mask)` after `transform`"
+    def __init__(self, root, masks, split='train_aug', transform=None, num_classes=21, check=True):
+        truth, self.folder, self.num_classes = as_truth(root), Path(masks), num_classes
+        self.ids = _split_ids(truth, split)
         if not self.ids: raise ValueError(f"split {split!r} lists no images")
+        self.files, self.num_labels = {id: truth.image(id) for id in self.ids}, len(truth.names)   # labels of the data: 21 (VOC) or 81 (COCO)
         if not self.folder.is_dir(): raise FileNotFoundError(f"pseudo-mask folder not found: {self.folder}")
-        for what, f in (('images', self.image_file), ('pseudo masks', self.mask_file)):
-            missing = [id for id in self.ids if not f(id).is_file()]
-            if missing: raise FileNotFoundError(f"{len(missing):,} of the {len(self.ids):,} ids of {split if isinstance(split, str) else 'the list'} "
-                                                f"have no {what} in {f('x').parent}: {_some(missing)}")
+        of = f"ids of {split if isinstance(split, str) else 'the list'}"
+        missing = [str(f) for f in self.files.values() if not f.is_file()]
+        if missing: raise FileNotFoundError(f"{len(missing):,} of the {len(self.ids):,} {of} have no image file: {_some(missing)}")
+        missing = [id for id in self.ids if not self.mask_file(id).is_file()]
+        if missing: raise FileNotFoundError(f"{len(missing):,} of the {len(self.ids):,} {of} have no pseudo masks in {self.folder}: {_some(missing)}")
         if check: self.check_sizes()
         self.transform = transform if transform is not None else normalize()
 
-    def image_file(self, id): return self.voc/'JPEGImages'/f'{id}.jpg'
+    def image_file(self, id): return self.files[id]
     def mask_file(self, id): return self.folder/f'{id}.png'
 
     def check_sizes(self):
@@ -238,21 +252,23 @@ class PseudoMaskDataset(Dataset):
             raise ValueError(f"pseudo mask {self.mask_file(id)} is {w}×{h} but its image {self.image_file(id)} is {W}×{H}; "
                              f"{len(bad):,} of the {len(self.ids):,} masks differ from their images in size ({_some([b[0] for b in bad])})")
 
-    def mask(self, i):
-        "The checked class-index mask (H, W) uint8 of item `i`"
-        id = self.ids[i]
-        m = read_mask(self.mask_file(id), self.image_file(id))
+    def mask(self, i, size=None):
+        "The checked class-index mask (H, W) uint8 of item `i`: labels of the data (`aeft.evaluate.read_prediction`) below the network's `num_classes`, 255 ignored, of its image's `size` (W, H; read from the file if not given)"
+        id = self.ids[i]; f = self.mask_file(id)
+        m = read_prediction(f, self.num_labels, ignore=True)
+        W, H = size or _size(self.image_file(id))
+        if m.shape != (H, W): raise ValueError(f"pseudo mask {f} is {m.shape[1]}×{m.shape[0]} but its image {self.image_file(id)} is {W}×{H}")
         top = int(m[m != IGNORE].max(initial=0))
         if top >= self.num_classes:
-            raise ValueError(f"pseudo mask {self.mask_file(id)} holds class {top}, but the network has {self.num_classes} classes "
+            raise ValueError(f"pseudo mask {f} holds class {top}, but the network has {self.num_classes} classes "
                              f"(values 0–{self.num_classes - 1}, and 255 ignored)")
         return m
 
     def image(self, i): return load_image(self.image_file(self.ids[i]))
     def __len__(self): return len(self.ids)
     def __getitem__(self, i):
-        x, m = self.transform(self.image(i), tv_tensors.Mask(torch.from_numpy(self.mask(i))))
-        return x, m
+        img = self.image(i)
+        return self.transform(img, tv_tensors.Mask(torch.from_numpy(self.mask(i, img.size))))
 
 # %% ../nbs/22_segment.ipynb #3e6f149d
 def shrink_labels(y, size):
@@ -318,10 +334,12 @@ def load_segmenter(path, device='cpu', **asked):
 def aeft_segment(
     masks:str,                 # folder of pseudo masks <id>.png (aeft_pseudo's output; label PNGs of class indices, 255 ignored)
     voc_root:str=None,         # VOC root with the images (VOCdevkit, its parent or VOC2012); default $AEFT_VOC_ROOT
+    data:str='voc',            # 'voc' or 'coco': the training images (COCO's through its annotation files, pseudo masks of labels up to 80)
+    coco_root:str=None,        # COCO 2014 folder (train2014/, val2014/, annotations/) for --data coco; default $AEFT_COCO_ROOT
     out:str='runs/segment',    # output folder: config.json, log.jsonl, last.pt, curves.png
     network:str='resnet38d',   # 'resnet38d' (ASPP on ResNet-38d, the paper's DeepLab), 'resnet101' or 'resnet50' (torchvision's DeepLabV3), 'tiny' (CPU)
     init:str=None,             # ImageNet start: resnet38d: aeft_convert_mxnet's output from resnet_38d.params; resnet101/50: 'imagenet', torchvision's weights API, which downloads resnet101-63fe2227.pth or resnet50-0676ba61.pth into ~/.cache/torch/hub/checkpoints ($TORCH_HOME/hub/checkpoints if set; offline, copy the file there); none: random
-    split:str='train_aug',     # images to train on: train_aug (the split PSA, IRN and AEFT make pseudo masks for), train, val, or a file of ids
+    split:str=None,            # images to train on; default train_aug for VOC (the split PSA, IRN and AEFT make pseudo masks for), train for COCO (its annotated train2014 images); another split of the data, or a file of ids
     sbd:str=None,              # SBD's released folder, for the train_aug ids when VOC2012 has no SegmentationClassAug; default $AEFT_SBD
     resume:bool_arg=False,     # continue OUT/last.pt if there is one
     bf16:bool_arg=False,       # bfloat16 autocast for the forward pass (SegmentConfig.bf16)
@@ -339,12 +357,15 @@ def aeft_segment(
     lr=2.5e-4 with the head's weights at 10x and its biases at 20x, momentum 0.9, weight_decay=5e-4, power=0.9 (poly decay),
     cross-entropy ignoring 255 with loss_at='logits', rates=(6, 12, 18, 24) for the ASPP of ResNet-38d; ResNet-38d as jiwoon-ahn/psa's
     network/resnet38d.py: dropout=(0.3, 0.5), frozen=('conv1a',), freeze_bn=True. Not the port's: msc=() (its multi-scale loss would be
-    scales 0.5 and 0.75), seed=5137 (aeft's)."""
+    scales 0.5 and 0.75), seed=5137 (aeft's). With --data coco: SegmentConfig.coco, the port's configs/cocostuff164k.yaml, 100,000 iterations
+    and 81 classes (COCO 2014's 80 and the background)."""
     with cli_errors('aeft_segment', debug, (ValueError, OSError, NonFiniteLoss)):
         kw = parse_opts(opts, {f.name for f in fields(SegmentConfig)} - {'backbone', 'bf16'})
-        cfg = SegmentConfig(**kw, backbone=network, bf16=bf16)
-        ds = PseudoMaskDataset(voc_root or os.environ.get('AEFT_VOC_ROOT'), masks, split, sbd or os.environ.get('AEFT_SBD'),
-                               transform=segment_transform(cfg.crop_size, cfg.scales, cfg.flip), num_classes=cfg.num_classes)
+        cfg = (SegmentConfig.coco if data == 'coco' else SegmentConfig)(**kw, backbone=network, bf16=bf16)
+        truth = ground_truth(data, voc_root, sbd or os.environ.get('AEFT_SBD'), coco_root, progress)
+        if Path(out).resolve().is_relative_to(truth.root.resolve()): raise ValueError(f"--out {out} is inside the data folder {truth.root}; write the run elsewhere")
+        split = split or DATA[data][1]
+        ds = PseudoMaskDataset(truth, masks, split, transform=segment_transform(cfg.crop_size, cfg.scales, cfg.flip), num_classes=cfg.num_classes)
         cfg = with_epochs(cfg, len(ds))
         model = build_segmenter(cfg, None if resume and (Path(out)/'last.pt').exists() else init)
         learn = segment_learner(model, ds, cfg, out, cbs=[PlotCB()], progress=progress,

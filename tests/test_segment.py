@@ -1,14 +1,17 @@
-"The segmentation network: SIGKILL then resume, aeft_segment end to end on the VOC-format fixture and on the VOC sample, its errors, the ASPP head and the learning-rate groups, torchvision's ImageNet weights from its cache"
-import json, random, shutil, subprocess, sys
+"The segmentation network: SIGKILL then resume, aeft_segment end to end on the VOC-format fixture, on the VOC sample and on the COCO-format fixture (81 classes), its errors, the ASPP head and the learning-rate groups, torchvision's ImageNet weights from its cache"
+import json, os, random, shutil, subprocess, sys
 from pathlib import Path
 import numpy as np, pytest, torch, torchvision
 from PIL import Image
 from aeft.voc import write_tiny_voc, save_mask
-from aeft.segment import (ASPP, SegmentConfig, TV_WEIGHTS, build_segmenter, segment_optimizer, load_segmenter, aeft_segment)
+from aeft.coco import write_tiny_coco
+from aeft.evaluate import coco_truth
+from aeft.segment import (ASPP, SegmentConfig, TV_WEIGHTS, build_segmenter, segment_optimizer, load_segmenter, aeft_segment, PseudoMaskDataset)
 import test_train
 from test_train import assert_same, weights, steps, ENV
 
-pytestmark = [pytest.mark.filterwarnings('ignore:VOC split'), pytest.mark.usefixtures('one_thread')]   # the small datasets' sizes are not VOC's
+pytestmark = [pytest.mark.filterwarnings('ignore:VOC split'), pytest.mark.filterwarnings('ignore:COCO split'),   # the small datasets' sizes are not VOC's or COCO's
+              pytest.mark.usefixtures('one_thread')]
 BIN = Path(sys.executable).parent
 SAMPLE = Path(__file__).parent/'data'/'voc-sample'
 OPTS = 'crop_size=48 batch_size=4 iterations=24 width=8'       # 16 train_aug images: 4 steps an epoch, 6 epochs
@@ -135,3 +138,57 @@ def test_torchvision_imagenet_weights_come_from_its_cache(tmp_path, monkeypatch)
     net = build_segmenter(cfg, 'imagenet')
     sd = net.backbone.state_dict()
     assert set(sd) == set(ref) - {'fc.weight', 'fc.bias'} and all(torch.equal(sd[k], ref[k]) for k in sd)
+
+@pytest.fixture(scope='module')
+def coco(tmp_path_factory):
+    "The COCO-format fixture and a folder with the ground-truth masks of its 13 annotated train images standing in for pseudo masks (labels up to 80)"
+    t = tmp_path_factory.mktemp('segment-coco')
+    root = write_tiny_coco(t/'coco')
+    truth = coco_truth(root, progress=False)
+    masks = t/'masks'; masks.mkdir()
+    for id in truth.ids('train'): save_mask(truth.mask(id), masks/f'{id}.png')
+    return root, truth, masks
+
+COCO_OPTS = 'crop_size=32 batch_size=4 iterations=6 width=4'     # 13 images: 3 steps an epoch, 2 epochs
+
+def test_aeft_segment_on_coco(coco, tmp_path):
+    "--data coco: COCO's annotated train images (split train by default), SegmentConfig.coco's 81 classes, masks with labels beyond VOC's 20"
+    root, truth, masks = coco
+    ds = PseudoMaskDataset(truth, masks, 'train', num_classes=81)
+    assert ds.ids == truth.ids('train') and len(ds) == 13 and ds.num_labels == 81
+    assert set().union(*(np.unique(ds.mask(i)).tolist() for i in range(len(ds)))) == {0, 1, 12, 17, 57, 80}   # person, stop sign, dog, chair, toothbrush
+    r = subprocess.run([str(BIN/'aeft_segment'), str(masks), '--data', 'coco', '--coco_root', str(root), '--network', 'tiny', '--out', str(tmp_path/'run'),
+                        '--progress', 'False', '--opts', COCO_OPTS], capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert r.returncode == 0, r.stderr
+    assert f'aeft_segment: 13 images of train with the masks of {masks}; 2 epochs of 3 steps (6 steps, 6 asked)' in r.stdout
+    cfg = json.loads((tmp_path/'run'/'config.json').read_text())
+    ref = SegmentConfig.coco()
+    assert (cfg['num_classes'], cfg['iterations'], cfg['epochs']) == (81, 6, 2)
+    assert (cfg['lr'], cfg['crop_size'], cfg['batch_size'], ref.iterations, ref.num_classes) == (2.5e-4, 32, 4, 100000, 81)
+    log = [json.loads(l) for l in (tmp_path/'run'/'log.jsonl').read_text().splitlines()]
+    assert sum(r['kind'] == 'step' for r in log) == 6 and all(np.isfinite(r['loss']) for r in log)
+    net, c = load_segmenter(tmp_path/'run'/'last.pt', num_classes=81, backbone='tiny')
+    with torch.no_grad(): assert net(torch.zeros(1, 3, 32, 48)).shape == (1, 81, 8, 12)
+
+def test_coco_errors(coco, tmp_path):
+    root, truth, masks = coco
+    kw = dict(data='coco', coco_root=str(root), out=str(tmp_path/'o'), opts=COCO_OPTS)
+    ids = truth.ids('train')
+    # a COCO image missing on disk: its file named
+    copy = tmp_path/'copy'; shutil.copytree(root, copy)
+    gone = copy/'train2014'/f'{ids[4]}.jpg'; gone.unlink()
+    assert message(masks=str(masks), **dict(kw, coco_root=str(copy))) == f'aeft_segment: 1 of the 13 ids of train have no image file: {gone}'
+    # a pseudo mask of label 81: the file named
+    bad = tmp_path/'bad'; shutil.copytree(masks, bad)
+    h, w = truth.mask(ids[0]).shape
+    save_mask(np.full((h, w), 81, np.uint8), bad/f'{ids[0]}.png')
+    m = message(masks=str(bad), **kw)
+    assert m.startswith(f"aeft_segment: mask {bad/f'{ids[0]}.png'} has values up to 81; expected a palette or 8-bit PNG of COCO's labels 0-80 and 255 (ignored)"), m
+    # a network of VOC's 21 classes on COCO's labels
+    m = message(masks=str(masks), **dict(kw, opts=COCO_OPTS + ' num_classes=21'))
+    assert 'holds class' in m and 'but the network has 21 classes (values 0–20, and 255 ignored)' in m
+    # no output inside the data; no split of VOC's names
+    assert message(masks=str(masks), **dict(kw, out=str(root/'run'))) == f"aeft_segment: --out {root/'run'} is inside the data folder {root}; write the run elsewhere"
+    assert "split 'train_aug' is neither a split of the data nor a file of ids (COCO split must be one of ('train', 'val')" in message(masks=str(masks), split='train_aug', **kw)
+    assert message(masks=str(masks), **dict(kw, data='cityscapes')) == "aeft_segment: `data` must be 'voc' or 'coco', got 'cityscapes'"
+    assert not (root/'run').exists()                                          # nothing written into the data
