@@ -1,4 +1,4 @@
-"Predictions: the evaluator against an independent count, the server format round trip, fusion invariants, aeft_predict end to end on the VOC-format fixture and on the genuine VOC sample, and its errors"
+"Predictions: the evaluator against an independent count, the server format round trip, fusion invariants, aeft_predict end to end on the VOC-format fixture, on the genuine VOC sample and on the COCO-format fixture (81 classes), and its errors"
 import json, os, shutil, signal, subprocess, sys, tarfile, time
 from dataclasses import asdict
 from pathlib import Path
@@ -8,13 +8,15 @@ from PIL import Image
 from aeft.core import voc_palette
 from aeft.cam import to_input
 from aeft.voc import write_tiny_voc, write_voc_image, read_ids, read_mask, save_mask
+from aeft.coco import write_tiny_coco, COCO_NAMES
+from aeft.evaluate import coco_truth
 from aeft.segment import SegmentConfig, build_segmenter
 from aeft.crf import dense_crf
 from aeft.predict import (segment_scores, fused_mask, SplitImages, predict_split, score_predictions,
                           server_folder, write_archive, check_archive, aeft_predict, MANIFEST, FUSIONS, CRF_SETTINGS, DEEPLAB_MSC,
                           crf_probs)
 
-pytestmark = pytest.mark.filterwarnings('ignore:VOC split')
+pytestmark = [pytest.mark.filterwarnings('ignore:VOC split'), pytest.mark.filterwarnings('ignore:COCO split')]
 BIN = Path(sys.executable).parent
 SAMPLE = Path(__file__).parent/'data'/'voc-sample'
 
@@ -191,7 +193,7 @@ def test_errors(setup, tmp_path):
     t, root, ckpt = setup
     base = dict(ckpt=str(ckpt), root=str(root), out=str(tmp_path/'o'))
     seven = str(save_segmenter(tmp_path/'seg7.pt', num_classes=7))
-    assert message(**dict(base, ckpt=seven)) == f"aeft_predict: {seven} holds another network; (asked for, stored): {{'num_classes': (21, 7)}}"
+    assert message(**dict(base, ckpt=seven)) == f"aeft_predict: {seven} holds a network of 7 classes, but --data voc has 21 (the background and 20 classes)"
     voc = root/'VOCdevkit'/'VOC2012'
     (voc/'ImageSets'/'Segmentation'/'gone.txt').write_text('2026_000008\n2026_009999\n')
     assert '1 of the 2 images listed in' in message(**base, split='gone') and '2026_009999.jpg' in message(**base, split='gone')
@@ -227,3 +229,46 @@ def test_sigkill_then_resume(tmp_path):
     ids = read_ids(data/'VOC2012'/'ImageSets'/'Segmentation'/'trainval.txt')
     assert [(folder/f'{i}.png').read_bytes() for i in ids] == [(tmp_path/'whole'/'trainval'/f'{i}.png').read_bytes() for i in ids]
     assert json.loads((folder/'scores.json').read_text())['images'] == 8
+
+@pytest.fixture(scope='module')
+def coco(tmp_path_factory):
+    "The COCO-format fixture, and untrained tiny networks of COCO's 81 and VOC's 21 classes"
+    t = tmp_path_factory.mktemp('predict-coco')
+    return t, write_tiny_coco(t/'coco'), save_segmenter(t/'seg81.pt', num_classes=81), save_segmenter(t/'seg21.pt')
+
+def test_aeft_predict_on_coco(coco, tmp_path):
+    "--data coco: the annotated val2014 images predicted with an 81-class network (the default split), scored against COCO's masks with 81 classes"
+    t, root, ckpt, _ = coco
+    r = subprocess.run([str(BIN/'aeft_predict'), str(ckpt), '--data', 'coco', '--coco_root', str(root), '--out', str(tmp_path/'run'), '--progress', 'False'],
+                       capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert r.returncode == 0, r.stderr
+    truth = coco_truth(root, progress=False)
+    ids, out = truth.ids('val'), tmp_path/'run'/'val'
+    assert len(ids) == 6 and f'aeft_predict: 6 masks written to {out}' in r.stdout and 'mIoU' in r.stdout
+    assert sorted(p.name for p in out.iterdir()) == sorted([MANIFEST, 'confusion.png', 'scores.json'] + [f'{i}.png' for i in ids])
+    cm = np.zeros((81, 81), np.int64)                                          # counted here without aeft.metrics
+    for id in ids:
+        with Image.open(truth.image(id)) as im, Image.open(out/f'{id}.png') as p:
+            assert p.mode == 'P' and p.size == im.size
+            pred = np.asarray(p).astype(np.int64)
+        assert pred.max() <= 80
+        np.add.at(cm, (truth.mask(id).astype(np.int64).ravel(), pred.ravel()), 1)
+    res = json.loads((out/'scores.json').read_text())
+    assert (res['classes'], res['images'], res['evaluated_on']) == (list(COCO_NAMES), 6, 'val')
+    assert np.array_equal(np.array(res['confusion']), cm) and res['settings']['checkpoint_sha256'] == json.loads((out/MANIFEST).read_text())['checkpoint_sha256']
+
+def test_coco_errors(coco, tmp_path):
+    t, root, ckpt81, ckpt21 = coco
+    base = dict(ckpt=str(ckpt81), data='coco', coco_root=str(root), out=str(tmp_path/'o'))
+    assert message(**dict(base, ckpt=str(ckpt21))) == (f"aeft_predict: {ckpt21} holds a network of 21 classes, but --data coco has 81 (the background and 80 classes); "
+                                                       "it is a network for --data voc")
+    assert message(**dict(base, data='voc', root=str(t))) == (f"aeft_predict: {ckpt81} holds a network of 81 classes, but --data voc has 21 (the background and 20 classes); "
+                                                              "it is a network for --data coco")
+    assert message(**base, split='test') == ("aeft_predict: --split test is VOC 2012's evaluation-server split; COCO 2014 has none here: "
+                                             "with --data coco predict val (its annotated val2014 images, scored) or train")
+    assert message(**dict(base, data='cityscapes')) == "aeft_predict: --data must be 'voc' or 'coco', got 'cityscapes'"
+    assert message(**dict(base, out=str(root/'pred'))) == f"aeft_predict: --out {root/'pred'} is inside the data folder {root}; write the predictions elsewhere"
+    copy = tmp_path/'copy'; shutil.copytree(root, copy)                        # a val image of the annotations missing on disk
+    gone = copy/'val2014'/'COCO_val2014_000000000101.jpg'; gone.unlink()
+    assert message(**dict(base, coco_root=str(copy))) == f"aeft_predict: 1 of the 6 images of split 'val' of {copy} are missing: {gone}"
+    assert not (tmp_path/'o').exists() and not (root/'pred').exists()
