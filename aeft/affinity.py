@@ -19,7 +19,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 from fastcore.basics import ifnone
 from fastcore.script import call_parse, bool_arg, store_true
-from .core import IMAGENET_STATS, cli_errors
+from .core import IMAGENET_STATS, cli_errors, check_outside
 from .voc import IGNORE, read_ids, load_image
 from .gpp import TinyBackbone
 from .backbones import ResNet38d, ResNet50, RELEASED_FROZEN
@@ -394,7 +394,7 @@ def aeft_affinity(
         cfg = AffinityConfig(**{**dict(backbone=backbone, low_alpha=low_alpha, high_alpha=high_alpha, bf16=bf16, **kw),
                                 **parse_opts(opts, {f.name for f in fields(AffinityConfig)} - {'init'})})
         truth = ground_truth(data, root, sbd, coco_root, progress)
-        if Path(out).resolve().is_relative_to(truth.root.resolve()): raise ValueError(f"--out {out} is inside the data folder {truth.root}; write the run elsewhere")
+        check_outside(out, data=truth.root)
         src, last = _source(ckpt, official, imagenet), Path(out)/'last.pt'
         if last.exists() and not resume: raise FileExistsError(f"{last} exists: resume it (--resume) or choose another --out")
         resuming = resume and last.exists()

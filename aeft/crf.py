@@ -17,7 +17,7 @@ from pydensecrf.utils import unary_from_softmax
 from fastcore.basics import ifnone
 from fastcore.script import call_parse, bool_arg, store_true
 from fastprogress.fastprogress import progress_bar
-from .core import atomic_write, cli_errors, claim_folder, read_manifest, MANIFEST
+from .core import atomic_write, cli_errors, claim_folder, read_manifest, MANIFEST, check_outside
 from .voc import load_image, read_ids
 from .cam import load_seeds, seed_file, seed_stack
 from .evaluate import DATA, as_truth, ground_truth, load_label_scores
@@ -98,15 +98,12 @@ def _crf_image(id, image, seed, layout, todo, t, num_classes):
         atomic_write(path, lambda f: np.save(f, crf))
     return id
 
-def _inside(path, folder): return Path(path).resolve().is_relative_to(Path(folder).resolve())
-
 def _plan(seeds, truth, out, ids, alphas, t, num_classes):
     "Check every input and claim the output folders; the jobs (arguments of `_crf_image`) of the images with outputs missing"
     seeds, out = Path(seeds), Path(out)
     if not seeds.is_dir(): raise FileNotFoundError(f"seed folder {seeds} does not exist (write it with aeft_cam)")
     if read_manifest(seeds) is not None: raise ValueError(f"{seeds} holds CRF outputs (its {MANIFEST}), not seeds; give the folder aeft_cam wrote")
-    for data, what in ((truth.root, 'the data folder'), (seeds, 'the seed folder')):
-        if _inside(out, data): raise ValueError(f"--out {out} is inside {what} {data}; aeft_crf writes its outputs elsewhere")
+    check_outside(out, data=truth.root, seed=seeds)
     if not ids: raise ValueError("no image ids to run")
     files = {id: seed_file(seeds, id) for id in ids}                           # names the id and the folder if one is missing
     images = {id: truth.image(id) for id in ids}

@@ -15,7 +15,7 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 from fastcore.script import call_parse, bool_arg, store_true
 from fastprogress.fastprogress import progress_bar
-from .core import atomic_write, cli_errors, claim_folder, file_sha256, save_figure, voc_palette, MANIFEST
+from .core import atomic_write, cli_errors, claim_folder, file_sha256, save_figure, voc_palette, MANIFEST, check_outside
 from .voc import VOC_CLASSES, read_ids, read_mask, save_mask, load_image
 from .coco import COCO_NAMES
 from .cam import CPU_BATCH_PIXELS, to_input, _inputs, _groups
@@ -242,7 +242,7 @@ def aeft_predict(
         truth = None if split == 'test' else ground_truth(data, root, sbd, coco_root, progress)   # the ground truth to score against, checked before any work
         ds = SplitImages(truth if data == 'coco' else root, split)
         where = Path(out)/split
-        if truth is not None and where.resolve().is_relative_to(truth.root.resolve()): raise ValueError(f"--out {out} is inside the data folder {truth.root}; write the predictions elsewhere")
+        if truth is not None: check_outside(out, data=truth.root)
         folder = server_folder(where, comp) if split == 'test' else where
         settings = dict(checkpoint_sha256=file_sha256(ckpt), split=split, scales=list(sc), flip=flip, fuse=fuse, crf=crf,
                         **(dict(comp=comp) if split == 'test' else {}))

@@ -22,7 +22,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 from fastcore.script import call_parse, bool_arg, store_true
-from .core import cli_errors
+from .core import cli_errors, check_outside
 from .gpp import TinyBackbone
 from .backbones import Backbone, ResNet38d
 from .weights import load_official_checkpoint
@@ -363,7 +363,7 @@ def aeft_segment(
         kw = parse_opts(opts, {f.name for f in fields(SegmentConfig)} - {'backbone', 'bf16'})
         cfg = (SegmentConfig.coco if data == 'coco' else SegmentConfig)(**kw, backbone=network, bf16=bf16)
         truth = ground_truth(data, voc_root, sbd or os.environ.get('AEFT_SBD'), coco_root, progress)
-        if Path(out).resolve().is_relative_to(truth.root.resolve()): raise ValueError(f"--out {out} is inside the data folder {truth.root}; write the run elsewhere")
+        check_outside(out, data=truth.root)
         split = split or DATA[data][1]
         ds = PseudoMaskDataset(truth, masks, split, transform=segment_transform(cfg.crop_size, cfg.scales, cfg.flip), num_classes=cfg.num_classes)
         cfg = with_epochs(cfg, len(ds))

@@ -313,7 +313,7 @@ def test_coco_errors(chain, coco_chain, tmp_path):
         with pytest.raises(SystemExit) as e: aeft_affinity(**kw)
         return str(e.value)
     assert message(data='cityscapes') == "aeft_affinity: `data` must be 'voc' or 'coco', got 'cityscapes'"
-    assert message(out=str(root/'aff')) == f"aeft_affinity: --out {root/'aff'} is inside the data folder {root}; write the run elsewhere"
+    assert message(out=str(root/'aff')) == f"aeft_affinity: --out {root/'aff'} is inside the data folder {root}; write the outputs elsewhere"
     copy = tmp_path/'copy'; shutil.copytree(root, copy)                       # an image of the annotations missing on disk
     gone = copy/'train2014'/f'{ids[4]}.jpg'; gone.unlink()
     assert message(coco_root=str(copy)) == f"aeft_affinity: image id {ids[4]!r} has no file {gone}"

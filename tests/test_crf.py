@@ -251,7 +251,7 @@ def test_coco_errors(coco, tmp_path):
         with pytest.raises(SystemExit) as e: aeft_crf(str(seeds), **kw)
         return str(e.value)
     assert message(data='cityscapes') == "aeft_crf: `data` must be 'voc' or 'coco', got 'cityscapes'"
-    assert message(out=str(root/'crf')) == f"aeft_crf: --out {root/'crf'} is inside the data folder {root}; aeft_crf writes its outputs elsewhere"
+    assert message(out=str(root/'crf')) == f"aeft_crf: --out {root/'crf'} is inside the data folder {root}; write the outputs elsewhere"
     copy = tmp_path/'copy'; shutil.copytree(root, copy)                       # an image of the annotations missing on disk
     gone = copy/'train2014'/f'{ids[4]}.jpg'; gone.unlink()
     assert message(coco_root=str(copy)) == f"aeft_crf: image not found: {gone} (1 of {len(ids)} missing)"

@@ -267,7 +267,7 @@ def test_coco_errors(coco, tmp_path):
     assert message(**base, split='test') == ("aeft_predict: --split test is VOC 2012's evaluation-server split; COCO 2014 has none here: "
                                              "with --data coco predict val (its annotated val2014 images, scored) or train")
     assert message(**dict(base, data='cityscapes')) == "aeft_predict: --data must be 'voc' or 'coco', got 'cityscapes'"
-    assert message(**dict(base, out=str(root/'pred'))) == f"aeft_predict: --out {root/'pred'} is inside the data folder {root}; write the predictions elsewhere"
+    assert message(**dict(base, out=str(root/'pred'))) == f"aeft_predict: --out {root/'pred'} is inside the data folder {root}; write the outputs elsewhere"
     copy = tmp_path/'copy'; shutil.copytree(root, copy)                        # a val image of the annotations missing on disk
     gone = copy/'val2014'/'COCO_val2014_000000000101.jpg'; gone.unlink()
     assert message(**dict(base, coco_root=str(copy))) == f"aeft_predict: 1 of the 6 images of split 'val' of {copy} are missing: {gone}"

@@ -327,7 +327,7 @@ def test_coco_errors(chain, coco, tmp_path):
         with pytest.raises(SystemExit) as e: aeft_pseudo(str(seeds), str(ckpt), **kw)
         return str(e.value)
     assert message(data='cityscapes') == "aeft_pseudo: `data` must be 'voc' or 'coco', got 'cityscapes'"
-    assert message(out=str(root/'pseudo')) == f"aeft_pseudo: --out {root/'pseudo'} is inside the data folder {root}; write the pseudo masks elsewhere"
+    assert message(out=str(root/'pseudo')) == f"aeft_pseudo: --out {root/'pseudo'} is inside the data folder {root}; write the outputs elsewhere"
     copy = tmp_path/'copy'; shutil.copytree(root, copy)                           # an image of the annotations missing on disk
     gone = copy/'train2014'/f'{ids[2]}.jpg'; gone.unlink()
     assert message(coco_root=str(copy)) == f"aeft_pseudo: image not found: {gone} (1 of the {len(ids)} images missing)"

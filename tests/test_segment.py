@@ -188,7 +188,7 @@ def test_coco_errors(coco, tmp_path):
     m = message(masks=str(masks), **dict(kw, opts=COCO_OPTS + ' num_classes=21'))
     assert 'holds class' in m and 'but the network has 21 classes (values 0–20, and 255 ignored)' in m
     # no output inside the data; no split of VOC's names
-    assert message(masks=str(masks), **dict(kw, out=str(root/'run'))) == f"aeft_segment: --out {root/'run'} is inside the data folder {root}; write the run elsewhere"
+    assert message(masks=str(masks), **dict(kw, out=str(root/'run'))) == f"aeft_segment: --out {root/'run'} is inside the data folder {root}; write the outputs elsewhere"
     assert "split 'train_aug' is neither a split of the data nor a file of ids (COCO split must be one of ('train', 'val')" in message(masks=str(masks), split='train_aug', **kw)
     assert message(masks=str(masks), **dict(kw, data='cityscapes')) == "aeft_segment: `data` must be 'voc' or 'coco', got 'cityscapes'"
     assert not (root/'run').exists()                                          # nothing written into the data
