@@ -1,10 +1,15 @@
 "Label caches the tests make go to a throw-away folder (aeft.voc.cache_dir reads AEFT_CACHE), unless the caller chose one"
-import os, pytest, torch
+import os, shutil, tempfile, pytest, torch
 
-@pytest.fixture(autouse=True, scope='session')
-def label_cache(tmp_path_factory):
-    if 'AEFT_CACHE' not in os.environ: os.environ['AEFT_CACHE'] = str(tmp_path_factory.mktemp('aeft-cache'))
-    yield
+_cache = None
+
+def pytest_configure(config):
+    "Set AEFT_CACHE before the test modules are imported: some copy os.environ for the commands they start"
+    global _cache
+    if 'AEFT_CACHE' not in os.environ: _cache = os.environ['AEFT_CACHE'] = tempfile.mkdtemp(prefix='aeft-cache-')
+
+def pytest_unconfigure(config):
+    if _cache: shutil.rmtree(_cache, ignore_errors=True)
 
 @pytest.fixture
 def one_thread():
