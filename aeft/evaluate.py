@@ -71,7 +71,7 @@ def coco_truth(root, progress=True):
 DATA = dict(voc=('AEFT_VOC_ROOT', 'train_aug'), coco=('AEFT_COCO_ROOT', 'train'))   # data: the variable naming its folder, the training split of the later stages
 
 def ground_truth(data='voc', root=None, sbd=None, coco_root=None, progress=True):
-    "The `GroundTruth` of `data`: 'voc' (VOC2012 under `root`, default $AEFT_VOC_ROOT; SBD's `sbd` for train_aug) or 'coco' (COCO 2014 under `coco_root`, default $AEFT_COCO_ROOT)"
+    "The `GroundTruth` of `data`: 'voc' (VOC2012 under `root`, default `AEFT_VOC_ROOT`; SBD's `sbd` for train_aug) or 'coco' (COCO 2014 under `coco_root`, default `AEFT_COCO_ROOT`)"
     if data not in DATA: raise ValueError(f"`data` must be {' or '.join(map(repr, DATA))}, got {data!r}")
     if data == 'voc': return voc_truth(root or os.environ.get(DATA[data][0]), sbd)
     return coco_truth(coco_root or os.environ.get(DATA[data][0]), progress)
