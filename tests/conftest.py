@@ -1,5 +1,7 @@
 "Label caches the tests make go to a throw-away folder (aeft.voc.cache_dir reads AEFT_CACHE), unless the caller chose one"
 import os, shutil, tempfile, pytest, torch
+from aeft.coco import write_tiny_coco
+from aeft.evaluate import coco_truth
 
 _cache = None
 
@@ -15,3 +17,9 @@ def pytest_unconfigure(config):
 def one_thread():
     "In-process work on one thread: with other work on the 2 cores, 2 threads are much slower (`pytestmark = pytest.mark.usefixtures('one_thread')`)"
     n = torch.get_num_threads(); torch.set_num_threads(1); yield; torch.set_num_threads(n)
+
+@pytest.fixture(scope='session')
+def coco_data(tmp_path_factory):
+    "The COCO-format fixture of aeft.coco, written once and only read by the tests (copy it to break it): (root, its GroundTruth)"
+    root = write_tiny_coco(tmp_path_factory.mktemp('coco')/'data')
+    return root, coco_truth(root, progress=False)

@@ -5,8 +5,7 @@ from pathlib import Path
 import numpy as np, pytest, torch
 from PIL import Image
 from aeft.voc import write_tiny_voc, voc_splits
-from aeft.coco import write_tiny_coco
-from aeft.evaluate import DATA, coco_truth
+from aeft.evaluate import DATA
 from aeft.config import make_config, build_model
 from aeft.crf import aeft_crf, crf_folder, run_crf
 from torch.utils.data import TensorDataset
@@ -277,11 +276,9 @@ def test_errors_are_clear(chain, tmp_path):
 # ---- MS-COCO
 
 @pytest.fixture(scope='module')
-def coco_chain(tmp_path_factory):
+def coco_chain(coco_data, tmp_path_factory):
     "The COCO-format fixture, seeds of its 13 annotated train images from its masks, their CRF outputs at alphas 2 and 21: (root, truth, ids, crf)"
-    t = tmp_path_factory.mktemp('affinity-coco')
-    root = write_tiny_coco(t/'coco')
-    truth = coco_truth(root, progress=False)
+    t, (root, truth) = tmp_path_factory.mktemp('affinity-coco'), coco_data
     ids = truth.ids('train')
     run_crf(coco_seeds(truth, ids, t/'seeds'), truth, t/'crf', ids, t=2, progress=False)
     return root, truth, ids, t/'crf'

@@ -20,8 +20,7 @@ def run(*args, env=None):
     return subprocess.run([str(BIN/args[0]), *map(str, args[1:])], capture_output=True, text=True, env=env)
 
 @pytest.fixture(scope='module')
-def coco(tmp_path_factory):
-    return write_tiny_coco(tmp_path_factory.mktemp('coco')/'data')
+def coco(coco_data): return coco_data[0]
 
 def test_masks_and_labels_by_hand(coco):
     train, val = (read_instances(annotation_file(coco, s)) for s in ('train', 'val'))

@@ -5,10 +5,9 @@ import numpy as np, pytest
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 from aeft.voc import write_tiny_voc, voc_root, find_sbd, load_mask, voc_splits
-from aeft.coco import write_tiny_coco
 from aeft.cam import save_seeds, load_seeds
 from aeft.crf import dense_crf, crf_seeds, crf_folder, load_crf, aeft_crf, run_crf, MANIFEST, GAUSSIAN, BILATERAL
-from aeft.evaluate import DATA, scores_to_mask, evaluate_masks, aeft_eval, coco_truth
+from aeft.evaluate import DATA, scores_to_mask, evaluate_masks, aeft_eval
 
 pytestmark = [pytest.mark.filterwarnings('ignore:VOC split'), pytest.mark.filterwarnings('ignore:COCO split')]
 BIN = Path(sys.executable).parent
@@ -219,13 +218,11 @@ def test_released_defaults_of_the_command():
 # ---- MS-COCO
 
 @pytest.fixture(scope='module')
-def coco(tmp_path_factory):
+def coco(coco_data, tmp_path_factory):
     "The COCO-format fixture (its 13 annotated train images), and seeds of them made from its masks: (root, truth, ids, seeds)"
-    t = tmp_path_factory.mktemp('crf-coco')
-    root = write_tiny_coco(t/'coco')
-    truth = coco_truth(root, progress=False)
+    root, truth = coco_data
     ids = truth.ids('train')
-    return root, truth, ids, coco_seeds(truth, ids, t/'seeds')
+    return root, truth, ids, coco_seeds(truth, ids, tmp_path_factory.mktemp('crf-coco')/'seeds')
 
 def test_aeft_crf_on_coco(coco, tmp_path):
     "--data coco: COCO's train images found through the annotations, 80 classes; each output's labels are its seeds' (up to 80), its argmax close to the masks they came from"

@@ -8,8 +8,7 @@ from PIL import Image
 from aeft.core import voc_palette
 from aeft.cam import to_input
 from aeft.voc import write_tiny_voc, write_voc_image, read_ids, read_mask, save_mask
-from aeft.coco import write_tiny_coco, COCO_NAMES
-from aeft.evaluate import coco_truth
+from aeft.coco import COCO_NAMES
 from aeft.segment import SegmentConfig, build_segmenter
 from aeft.crf import dense_crf
 from aeft.predict import (segment_scores, fused_mask, SplitImages, predict_split, score_predictions,
@@ -231,18 +230,17 @@ def test_sigkill_then_resume(tmp_path):
     assert json.loads((folder/'scores.json').read_text())['images'] == 8
 
 @pytest.fixture(scope='module')
-def coco(tmp_path_factory):
-    "The COCO-format fixture, and untrained tiny networks of COCO's 81 and VOC's 21 classes"
-    t = tmp_path_factory.mktemp('predict-coco')
-    return t, write_tiny_coco(t/'coco'), save_segmenter(t/'seg81.pt', num_classes=81), save_segmenter(t/'seg21.pt')
+def coco(coco_data, tmp_path_factory):
+    "The COCO-format fixture, its GroundTruth, and untrained tiny networks of COCO's 81 and VOC's 21 classes"
+    t, (root, truth) = tmp_path_factory.mktemp('predict-coco'), coco_data
+    return t, root, truth, save_segmenter(t/'seg81.pt', num_classes=81), save_segmenter(t/'seg21.pt')
 
 def test_aeft_predict_on_coco(coco, tmp_path):
     "--data coco: the annotated val2014 images predicted with an 81-class network (the default split), scored against COCO's masks with 81 classes"
-    t, root, ckpt, _ = coco
+    t, root, truth, ckpt, _ = coco
     r = subprocess.run([str(BIN/'aeft_predict'), str(ckpt), '--data', 'coco', '--coco_root', str(root), '--out', str(tmp_path/'run'), '--progress', 'False'],
                        capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS='1'))
     assert r.returncode == 0, r.stderr
-    truth = coco_truth(root, progress=False)
     ids, out = truth.ids('val'), tmp_path/'run'/'val'
     assert len(ids) == 6 and f'aeft_predict: 6 masks written to {out}' in r.stdout and 'mIoU' in r.stdout
     assert sorted(p.name for p in out.iterdir()) == sorted([MANIFEST, 'confusion.png', 'scores.json'] + [f'{i}.png' for i in ids])
@@ -258,7 +256,7 @@ def test_aeft_predict_on_coco(coco, tmp_path):
     assert np.array_equal(np.array(res['confusion']), cm) and res['settings']['checkpoint_sha256'] == json.loads((out/MANIFEST).read_text())['checkpoint_sha256']
 
 def test_coco_errors(coco, tmp_path):
-    t, root, ckpt81, ckpt21 = coco
+    t, root, _, ckpt81, ckpt21 = coco
     base = dict(ckpt=str(ckpt81), data='coco', coco_root=str(root), out=str(tmp_path/'o'))
     assert message(**dict(base, ckpt=str(ckpt21))) == (f"aeft_predict: {ckpt21} holds a network of 21 classes, but --data coco has 81 (the background and 80 classes); "
                                                        "it is a network for --data voc")

@@ -4,11 +4,10 @@ from pathlib import Path
 import numpy as np, pytest, torch, torch.nn.functional as F
 from scipy.ndimage import center_of_mass
 from aeft.voc import write_tiny_voc, voc_root, voc_splits, read_mask, load_image
-from aeft.coco import write_tiny_coco
 from aeft.cam import save_seeds, load_seeds
 from aeft.crf import run_crf, crf_folder
 from aeft.affinity import radius_pairs, affinities, AffinityConfig, AffinityDataset, build_affinity_model, train_affinity
-from aeft.evaluate import DATA, evaluate_masks, aeft_eval, coco_truth, read_prediction
+from aeft.evaluate import DATA, evaluate_masks, aeft_eval, read_prediction
 from test_crf import soft_seeds, write_seeds, coco_seeds, tree_digest
 from aeft.pseudo import (walk_dense, walk_sparse, random_walk, transition, grid_scores, walk_radius, walk_image, pseudo_mask,
                          crf_image, run_pseudo, aeft_pseudo, MANIFEST, BG_POWER)
@@ -292,11 +291,9 @@ def test_released_defaults_of_the_command():
 # ---- MS-COCO
 
 @pytest.fixture(scope='module')
-def coco(tmp_path_factory):
+def coco(coco_data, tmp_path_factory):
     "The COCO-format fixture, its drawn train images (29 to 61 pixels a side: the hand-made ones are too small for the walk's grid) and seeds of them from its masks: (root, truth, ids, seeds)"
-    t = tmp_path_factory.mktemp('pseudo-coco')
-    root = write_tiny_coco(t/'coco')
-    truth = coco_truth(root, progress=False)
+    t, (root, truth) = tmp_path_factory.mktemp('pseudo-coco'), coco_data
     ids = [id for id in truth.ids('train') if int(id[-12:]) >= 1000][:6]
     return root, truth, ids, coco_seeds(truth, ids, t/'seeds')
 

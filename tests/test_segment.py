@@ -4,8 +4,6 @@ from pathlib import Path
 import numpy as np, pytest, torch, torchvision
 from PIL import Image
 from aeft.voc import write_tiny_voc, save_mask
-from aeft.coco import write_tiny_coco
-from aeft.evaluate import coco_truth
 from aeft.segment import (ASPP, SegmentConfig, TV_WEIGHTS, build_segmenter, segment_optimizer, load_segmenter, aeft_segment, PseudoMaskDataset)
 import test_train
 from test_train import assert_same, weights, steps, ENV
@@ -140,11 +138,9 @@ def test_torchvision_imagenet_weights_come_from_its_cache(tmp_path, monkeypatch)
     assert set(sd) == set(ref) - {'fc.weight', 'fc.bias'} and all(torch.equal(sd[k], ref[k]) for k in sd)
 
 @pytest.fixture(scope='module')
-def coco(tmp_path_factory):
+def coco(coco_data, tmp_path_factory):
     "The COCO-format fixture and a folder with the ground-truth masks of its 13 annotated train images standing in for pseudo masks (labels up to 80)"
-    t = tmp_path_factory.mktemp('segment-coco')
-    root = write_tiny_coco(t/'coco')
-    truth = coco_truth(root, progress=False)
+    t, (root, truth) = tmp_path_factory.mktemp('segment-coco'), coco_data
     masks = t/'masks'; masks.mkdir()
     for id in truth.ids('train'): save_mask(truth.mask(id), masks/f'{id}.png')
     return root, truth, masks
