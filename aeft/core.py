@@ -7,7 +7,7 @@ __all__ = ['MANIFEST', 'IMAGENET_STATS', 'atomic_write', 'save_figure', 'read_ma
            'file_sha256', 'cli_errors', 'Normalized', 'voc_palette', 'mask_to_rgb']
 
 # %% ../nbs/00_core.ipynb #273fa233
-import hashlib, json, os, uuid
+import functools, hashlib, json, os, uuid
 from contextlib import contextmanager
 from pathlib import Path
 import numpy as np, torch
@@ -92,15 +92,19 @@ class Normalized(torch.utils.data.Dataset):
         return ((x - self.mean)/self.std, *rest)
 
 # %% ../nbs/00_core.ipynb #311a347e
-def voc_palette():
-    "PASCAL VOC's colour map as a flat list of 256 RGB triples: class k's colour is spelled by the bits of k"
+@functools.cache
+def _palette():
     pal = []
     for k in range(256):
         rgb = [0, 0, 0]
         for i in range(8):
             for ch in range(3): rgb[ch] |= ((k >> (3*i + ch)) & 1) << (7 - i)
         pal += rgb
-    return pal
+    return tuple(pal)
+
+def voc_palette():
+    "PASCAL VOC's colour map as a flat list of 256 RGB triples: class k's colour is spelled by the bits of k (computed once; each call returns a new list)"
+    return list(_palette())
 
 def mask_to_rgb(mask):
     "Colour an (h, w) class mask with the VOC palette: an (h, w, 3) uint8 array"
