@@ -53,9 +53,10 @@ def _missing(path, what): return FileNotFoundError(f"{what} not found: {path}\n{
 
 def coco_root(root):
     "The COCO 2014 folder `root` (holding `annotations/`, `train2014/`, `val2014/`), checked"
-    if root is None: raise ValueError(f"no COCO root given: pass it or set AEFT_COCO_ROOT\n{LAYOUT}")
+    if root is None: raise ValueError(f"no COCO root given: pass --coco_root or set AEFT_COCO_ROOT\n{LAYOUT}")
     root = Path(root).expanduser()
     if not root.exists(): raise _missing(root, 'COCO root')
+    if not root.is_dir(): raise ValueError(f"COCO root {root} is a file, not a folder\n{LAYOUT}")
     if not (root/'annotations').is_dir(): raise _missing(root/'annotations', 'annotations folder')
     return root
 
@@ -93,6 +94,8 @@ def _check_instances(d, path):
     for im in d['images']:
         if not (isinstance(im, dict) and {'id', 'file_name', 'height', 'width'} <= set(im)):
             raise _refuse(path, f"lists an image without id, file_name, height and width: {json.dumps(im)[:80]}")
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (im['height'], im['width'])):
+            raise _refuse(path, f"gives image {im['id']!r} the height {im['height']!r} and width {im['width']!r}; expected positive whole numbers")
         sizes[im['id']] = [im['height'], im['width']]
     for a in d['annotations']:
         what = f"has annotation {a.get('id')!r} of image {a.get('image_id')!r}"
@@ -104,6 +107,17 @@ def _check_instances(d, path):
                 raise _refuse(path, f"{what} whose RLE is {s['size'][0]}×{s['size'][1]} but its image is {sizes[a['image_id']][0]}×{sizes[a['image_id']][1]}")
         elif not (isinstance(s, list) and s and all(isinstance(p, list) and len(p) >= 6 for p in s)):
             raise _refuse(path, f"{what} without a segmentation (a list of polygons of at least 3 points, or an RLE with 'counts' and 'size')")
+        else:
+            for p in s: _check_polygon(p, *sizes[a['image_id']], lambda msg: _refuse(path, f"{what} with a polygon {msg}"))
+
+def _check_polygon(p, h, w, refuse):
+    "Refuse polygon `p` ([x0, y0, x1, y1, ...]) of an `h`×`w` image unless its coordinates are finite numbers within the image widened by its size on each side"
+    if len(p) % 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in p):
+        raise refuse(f"that is not a list of x, y numbers: {json.dumps(p)[:60]}")
+    xy = np.asarray(p, np.float64).reshape(-1, 2)
+    if not (np.isfinite(xy).all() and (xy >= (-w, -h)).all() and (xy <= (2*w, 2*h)).all()):
+        bad = xy[~(np.isfinite(xy).all(1) & (xy >= (-w, -h)).all(1) & (xy <= (2*w, 2*h)).all(1))][0]
+        raise refuse(f"whose point ({bad[0]:g}, {bad[1]:g}) is not finite or far outside its {w}×{h} image; expected coordinates within the image")
 
 def read_instances(path):
     "The checked instance annotations of the COCO annotation file `path` as a pycocotools `COCO`"

@@ -17,8 +17,8 @@ import numpy as np, torch
 from fastcore.script import call_parse, bool_arg, store_true, Param
 from fastprogress.fastprogress import progress_bar
 from .metrics import ThresholdSweep, choose_threshold, confusion, scores
-from .core import atomic_write, cli_errors, save_figure
-from .voc import IGNORE, VOC_CLASSES, voc_root, voc_splits, find_sbd, load_mask, read_mask
+from .core import atomic_write, cli_errors, save_figure, check_outside
+from .voc import IGNORE, VOC_CLASSES, voc_root, voc_splits, find_sbd, load_mask, read_mask, read_ids
 from .cam import load_seeds, seed_file, seed_stack
 from .coco import COCO_NAMES, COCO_SPLITS, MASK_CONVENTION, coco_root, coco_index, coco_split, coco_ground_truth, read_coco_mask, image_folder
 
@@ -73,7 +73,9 @@ DATA = dict(voc=('AEFT_VOC_ROOT', 'train_aug'), coco=('AEFT_COCO_ROOT', 'train')
 def ground_truth(data='voc', root=None, sbd=None, coco_root=None, progress=True):
     "The `GroundTruth` of `data`: 'voc' (VOC2012 under `root`, default `AEFT_VOC_ROOT`; SBD's `sbd` for train_aug) or 'coco' (COCO 2014 under `coco_root`, default `AEFT_COCO_ROOT`)"
     if data not in DATA: raise ValueError(f"`data` must be {' or '.join(map(repr, DATA))}, got {data!r}")
-    if data == 'voc': return voc_truth(root or os.environ.get(DATA[data][0]), sbd)
+    if data == 'voc':
+        if coco_root is not None: raise ValueError(f"--coco_root is given but --data is 'voc'; add --data coco")
+        return voc_truth(root or os.environ.get(DATA[data][0]), sbd)
     return coco_truth(coco_root or os.environ.get(DATA[data][0]), progress)
 
 def as_truth(data):
@@ -231,6 +233,7 @@ def aeft_eval(
     data:str='voc',            # 'voc' or 'coco': the ground truth scored against
     coco_root:str=None,        # COCO 2014 folder (train2014/, val2014/, annotations/) for --data coco; default $AEFT_COCO_ROOT
     split:str='train',         # split to report on
+    ids:str=None,              # a file of image ids, one per line, to report on instead of --split (e.g. the images aeft_pseudo --ids made masks for)
     choose_on:str=None,        # seeds: split to choose the threshold on, e.g. train_aug-train (default: the reported split)
     sbd:str=None,              # SBD's released folder (masks of SBD images when choosing on them)
     t_min:float=0.01,          # seeds: smallest background threshold swept
@@ -244,14 +247,16 @@ def aeft_eval(
         if (seeds is None) == (masks is None): raise ValueError("give exactly one of a seed folder (the positional argument) and --masks")
         out, t0 = Path(out), time.time()
         truth = ground_truth(data, root, sbd, coco_root, progress)
+        check_outside(out, data=truth.root)
+        on = read_ids(ids) if ids else split
         if masks is None:
             if not (t_step > 0 and t_min <= t_max): raise ValueError(f"need t_min <= t_max and t_step > 0, got {t_min}, {t_max}, {t_step}")
             ts = np.round(np.arange(t_min, t_max + t_step/2, t_step), 6)
-            res = dict(evaluate_seeds(seeds, root, split, choose_on, ts, sbd, progress, truth), seeds=str(seeds))
+            res = dict(evaluate_seeds(seeds, root, on, choose_on, ts, sbd, progress, truth), seeds=str(seeds))
             files, what = [out/'seed_eval.json', out/'miou_vs_threshold.png'], f"swept {len(ts)} thresholds ({ts[0]:.2f}–{ts[-1]:.2f})"
         else:
             if choose_on: raise ValueError("--choose_on picks a background threshold for seeds; masks have none")
-            res = evaluate_masks(masks, root, split, sbd, progress, truth)
+            res = evaluate_masks(masks, root, on, sbd, progress, truth)
             files, what = [out/'mask_eval.json'], f"scored {res['images']} masks of {res['evaluated_on']}"
         res['seconds'] = time.time() - t0
         out.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ import os
 import numpy as np, torch
 import torch.distributed as dist
 from fastcore.script import call_parse, bool_arg, store_true
-from .core import cli_errors
+from .core import cli_errors, check_outside
 from .weights import load_official_checkpoint
 from .voc import VOC_CLASSES, VOCDataset
 from .coco import COCODataset
@@ -18,6 +18,7 @@ from .config import make_config, build_model, datasets
 from .learner import Learner, EvalCB, BestCB, PlotCB, NonFiniteLoss, loader_kwargs, pick_device
 from .metrics import ThresholdSweep, val_miou
 from .cam import multiscale_cams, seed_maps, seed_stack
+from .evaluate import DATA, ground_truth
 
 # %% ../nbs/17_train.ipynb #5c22d932
 def init_backbone(model, cfg, path):
@@ -81,8 +82,9 @@ def aeft_train(
         model = build_model(cfg)
         if init: print(f'aeft_train: loaded {init} into the backbone', init_backbone(model, cfg, init))
         train_ds, valid_ds = datasets(cfg, voc_root=voc_root, sbd=sbd, coco_root=coco_root)
+        if cfg.data in DATA: check_outside(out, data=ground_truth(cfg.data, voc_root, sbd, coco_root if cfg.data == 'coco' else None, False).root)
         cbs = [PlotCB()] + selection(cfg, select_on, valid_ds, voc_root, sbd, coco_root)
         learn = Learner(model, train_ds, cfg, out, cbs=cbs, progress=progress,
                         **loader_kwargs(pick_device(cfg), workers, prefetch, persistent_workers)).fit(resume)
-    if learn.main: print(f'aeft_train: {cfg.epochs} epochs done; log, checkpoint and curves in {learn.out}')
+    if learn.main: print(f"aeft_train: {cfg.epochs} epoch{'s' * (cfg.epochs > 1)} done; log, checkpoint and curves in {learn.out}")
     if dist.is_initialized(): dist.destroy_process_group()   # a gloo group left at exit can abort the process

@@ -105,3 +105,12 @@ def test_errors(coco, tmp_path):
     r = run('aeft_eval', tmp_path, '--data', 'coco', '--coco_root', broken, '--out', tmp_path/'e', '--progress', 'False')   # through a command
     assert r.returncode == 1 and r.stderr.startswith('aeft_eval: annotation file ') and 'category_id 91' in r.stderr
     with pytest.raises(SystemExit, match="aeft_eval: `data` must be 'voc' or 'coco', got 'city'"): aeft_eval(str(tmp_path), data='city')
+    d['annotations'][1]['category_id'] = 18; d['annotations'][0]['segmentation'] = [[1, 1, 5, 5, 3, float('nan')]]   # a polygon pycocotools would crash on
+    f.write_text(json.dumps(d))
+    r = run('aeft_cam', '--data', 'coco', '--coco_root', broken, '--ckpt', tmp_path/'coco.pt', '--out', tmp_path/'s', '--progress', 'False')
+    assert r.returncode == 1 and r.stderr.startswith(f'aeft_cam: annotation file {f} has annotation 1 of image 1 with a polygon whose point (3, nan) is not finite')
+    assert message(coco_root=str(f)).startswith(f'aeft_cam: COCO root {f} is a file, not a folder')
+    with pytest.raises(SystemExit, match="--coco_root is given but --data is 'voc'"): aeft_eval(str(tmp_path), coco_root=str(coco))
+    r = run('aeft_train', '--preset', 'coco', '--coco_root', coco, '--out', coco/'runs', '--opts', 'backbone=tiny width=4 device=cpu', '--progress', 'False')
+    assert (r.returncode, r.stderr.strip().splitlines()[-1]) == (1, f"aeft_train: --out {coco/'runs'} is inside the data folder {coco}; write the outputs elsewhere")
+    assert not (coco/'runs').exists()
