@@ -17,7 +17,7 @@ from torchvision.transforms.v2 import functional as TF
 from fastcore.script import call_parse, bool_arg, store_true
 from fastprogress.fastprogress import progress_bar
 from dataclasses import asdict
-from .core import atomic_write, cli_errors, IMAGENET_STATS, voc_palette
+from .core import atomic_write, cli_errors, claim_folder, file_sha256, IMAGENET_STATS, voc_palette
 from .weights import load_official_checkpoint
 from .voc import VOC_CLASSES, VOCDataset, load_image
 from .coco import COCO_CLASSES, COCODataset
@@ -183,11 +183,18 @@ class ImageFolder:
     def __len__(self): return len(self.files)
     def image(self, i): return load_image(self.files[i])
 
+def _stored_overlays(ds, out, layout, num_classes, progress):
+    "Write `out/overlay/<id>.png` of each image of `ds` whose seed file exists but whose overlay does not, drawn from the stored seed"
+    todo = [i for i, id in enumerate(ds.ids) if seed_file(out, id, layout).exists() and not (out/'overlay'/f'{id}.png').exists()]
+    for i in progress_bar(todo, leave=False) if progress else todo:
+        seeds = load_seeds(seed_file(out, ds.ids[i], layout), num_classes)
+        atomic_write(out/'overlay'/f'{ds.ids[i]}.png', lambda f: overlay(ds.image(i), seeds).save(f, format='PNG'))
+
 def infer_seeds(model, ds, out, scales=SCALES, flip=True, layout='psa', overlays=False, predict=False,
-                images_per_batch=4, max_batch=16, max_pixels=None, progress=True, relu_first=False, bf16=False, channels_last=False):
-    "Seeds of every image of `ds` in `out` (a seed file per id, `seed_file`; overlays in `out/overlay`); returns the number written; `bf16`, `channels_last`: see `multiscale_cams` (`channels_last` converts `model`)"
+                images_per_batch=4, max_batch=16, max_pixels=None, progress=True, relu_first=False, bf16=False, channels_last=False, num_classes=20):
+    "Seeds of every image of `ds` in `out` (a seed file per id, `seed_file`; overlays in `out/overlay`, also of seeds already there, which may hold `num_classes` classes); returns the number written; `bf16`, `channels_last`: see `multiscale_cams` (`channels_last` converts `model`)"
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    if overlays: (out/'overlay').mkdir(exist_ok=True)
+    if overlays: (out/'overlay').mkdir(exist_ok=True); _stored_overlays(ds, out, layout, num_classes, progress)
     labels = None if predict else getattr(ds, 'labels', None)
     todo = [i for i in range(len(ds)) if not seed_file(out, ds.ids[i], layout).exists()]
     chunks = [todo[j:j + images_per_batch] for j in range(0, len(todo), images_per_batch)]
@@ -207,7 +214,7 @@ def infer_seeds(model, ds, out, scales=SCALES, flip=True, layout='psa', overlays
 # %% ../nbs/15_cam.ipynb #647f4bc2
 @call_parse
 def aeft_cam(
-    out:str='runs/seeds',      # folder for <id>.npy seeds (and overlay/<id>.png)
+    out:str='runs/seeds',      # folder for <id>.npy seeds, overlay/<id>.png and manifest.json (the settings of its seeds)
     root:str=None,             # VOC root (VOCdevkit, its parent, or VOC2012); default $AEFT_VOC_ROOT
     split:str='train',         # split: VOC's train, val or train_aug; COCO's train or val
     data:str='voc',            # 'voc' or 'coco': the dataset of `split`
@@ -242,7 +249,11 @@ def aeft_cam(
         if images: ds = ImageFolder(images)
         elif data == 'coco': ds = COCODataset(coco_root or os.environ.get('AEFT_COCO_ROOT'), split, verbose=True)
         else: ds = VOCDataset(root or os.environ.get('AEFT_VOC_ROOT'), split, sbd, verbose=True, labels=labels)
+        sc = tuple(float(s) for s in scales.split(','))
+        classes = 'predicted' if predict or images else (labels if data == 'voc' else 'annotations')   # how each image's classes were chosen
+        claim_folder(out, dict(stage='seeds', checkpoint_sha256=file_sha256(ckpt or official), data='images' if images else data, classes=classes,
+                               scales=list(sc), flip=flip, relu_first=relu_first, bf16=bf16, layout=layout), 'seeds', pattern='*.np[yz]')
         t = time.time()
-        n = infer_seeds(model, ds, out, tuple(float(s) for s in scales.split(',')), flip, layout, overlays, predict,
-                        images_per_batch, max_batch, max_pixels, progress, relu_first, bf16, channels_last)
+        n = infer_seeds(model, ds, out, sc, flip, layout, overlays, predict, images_per_batch, max_batch, max_pixels, progress,
+                        relu_first, bf16, channels_last, cfg.num_classes)
     print(f'aeft_cam: {n} seed files written to {out} ({len(ds) - n} already there) in {time.time() - t:.1f}s')

@@ -102,7 +102,7 @@ def _plan(seeds, truth, out, ids, alphas, t, num_classes):
     "Check every input and claim the output folders; the jobs (arguments of `_crf_image`) of the images with outputs missing"
     seeds, out = Path(seeds), Path(out)
     if not seeds.is_dir(): raise FileNotFoundError(f"seed folder {seeds} does not exist (write it with aeft_cam)")
-    if read_manifest(seeds) is not None: raise ValueError(f"{seeds} holds CRF outputs (its {MANIFEST}), not seeds; give the folder aeft_cam wrote")
+    if (m := read_manifest(seeds)) is not None and m.get('stage') != 'seeds': raise ValueError(f"{seeds} holds CRF outputs (its {MANIFEST}), not seeds; give the folder aeft_cam wrote")
     check_outside(out, data=truth.root, seed=seeds)
     if not ids: raise ValueError("no image ids to run")
     files = {id: seed_file(seeds, id) for id in ids}                           # names the id and the folder if one is missing

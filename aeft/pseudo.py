@@ -16,7 +16,7 @@ import numpy as np, torch, torch.nn.functional as F
 from fastcore.basics import ifnone
 from fastcore.script import call_parse, bool_arg, store_true
 from fastprogress.fastprogress import progress_bar
-from .core import atomic_write, cli_errors, claim_folder, file_sha256, IMAGENET_STATS, MANIFEST, check_outside
+from .core import atomic_write, cli_errors, claim_folder, read_manifest, file_sha256, IMAGENET_STATS, MANIFEST, check_outside
 from .affinity import radius_pairs, affinities, load_affinity_model
 from .voc import read_ids, load_image, save_mask
 from .cam import to_input, load_seeds, seed_file
@@ -155,7 +155,7 @@ def _plan(seeds, truth, out, ids):
     "Check the inputs: {id: (image file, seed file)}"
     seeds, out = Path(seeds), Path(out)
     if not seeds.is_dir(): raise FileNotFoundError(f"seed folder {seeds} does not exist (aeft_cam writes it)")
-    if (seeds/MANIFEST).is_file(): raise ValueError(f"{seeds} holds a {MANIFEST}: it is the output of a later stage (aeft_crf or aeft_pseudo), not seeds; give the folder aeft_cam wrote")
+    if (m := read_manifest(seeds)) is not None and m.get('stage') != 'seeds': raise ValueError(f"{seeds} holds a {MANIFEST}: it is the output of a later stage (aeft_crf or aeft_pseudo), not seeds; give the folder aeft_cam wrote")
     check_outside(out, data=truth.root, seed=seeds)
     if not ids: raise ValueError("no image ids to run")
     missing = [id for id in ids if not ((seeds/f'{id}.npy').is_file() or (seeds/f'{id}.npz').is_file())]

@@ -1,5 +1,5 @@
 "Multi-scale CAMs: batched equals the per-scale loop; aeft_cam end to end on a VOC-format fixture, with files on disk and its errors"
-import os, subprocess, sys
+import hashlib, json, os, shutil, subprocess, sys
 from dataclasses import asdict
 from pathlib import Path
 import numpy as np, pytest, torch
@@ -8,6 +8,9 @@ from aeft.gpp import CAMNet, TinyBackbone
 from aeft.config import build_model, make_config
 from aeft.voc import write_tiny_voc, VOCDataset
 from aeft.cam import multiscale_cams, load_seeds, save_seeds, irn_strided, aeft_cam
+from aeft.crf import run_crf
+from aeft.evaluate import seed_sweep, as_truth
+from aeft.pseudo import _plan as pseudo_inputs
 
 pytestmark = pytest.mark.filterwarnings('ignore:VOC split')
 BIN = Path(sys.executable).parent
@@ -118,3 +121,45 @@ def test_irn_layout(tmp_path, h, w):
     save_seeds({}, tmp_path/'empty.npy', 'irn')                  # an image without classes round-trips to no seeds
     assert load_seeds(tmp_path/'empty.npy') == {}
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith('.')] == []
+
+def test_folder_settings(setup, tmp_path):
+    "A seed folder's manifest: the same settings resume (the checkpoint known by its content), another checkpoint is refused, val joins train, overlays are filled in"
+    t, root = setup
+    seeds, cam = tmp_path/'seeds', lambda *a: run('aeft_cam', '--root', root, '--out', seeds, '--scales', '1.0', '--flip', 'False', '--progress', 'False', *a)
+    r = cam('--ckpt', t/'last.pt')
+    assert r.returncode == 0 and 'aeft_cam: 8 seed files written' in r.stdout, r.stderr
+    m = json.loads((seeds/'manifest.json').read_text())
+    assert m == dict(stage='seeds', checkpoint_sha256=hashlib.sha256((t/'last.pt').read_bytes()).hexdigest(), data='voc', classes='xml',
+                     scales=[1.0], flip=False, relu_first=False, bf16=False, layout='psa')
+    cfg = make_config('voc', backbone='tiny', width=8, opts='device=cpu seed=1')
+    torch.save(dict(model=build_model(cfg).state_dict(), config=asdict(cfg)), tmp_path/'other.pt')
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in seeds.iterdir())
+    r = cam('--ckpt', tmp_path/'other.pt')
+    assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].startswith(f"aeft_cam: {seeds} holds seeds made with checkpoint_sha256={m['checkpoint_sha256']!r}, not checkpoint_sha256=")
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in seeds.iterdir()) == before                  # nothing written
+    shutil.copy(t/'last.pt', tmp_path/'moved.pt'); (seeds/f'{VOCDataset(root, "train").ids[0]}.npy').unlink()
+    r = cam('--ckpt', tmp_path/'moved.pt', '--overlays')          # the same network under another name: resumes, and draws every overlay
+    assert r.returncode == 0 and 'aeft_cam: 1 seed files written' in r.stdout, r.stderr
+    assert len(list((seeds/'overlay').glob('*.png'))) == 8
+    aeft_cam(out=str(seeds), root=str(root), ckpt=str(t/'last.pt'), split='val', scales='1.0', flip=False, progress=False)   # in this process: quicker
+    assert len(list(seeds.glob('*.npy'))) == 14 and json.loads((seeds/'manifest.json').read_text()) == m
+    ids = VOCDataset(root, 'train').ids
+    assert run_crf(seeds, root, tmp_path/'crf', ids, alphas=(2,), progress=False) == 8    # aeft_cam's manifest: still a seed folder
+    assert len(pseudo_inputs(seeds, as_truth(root), tmp_path/'pseudo', ids)) == 8                 # for aeft_pseudo too
+    with pytest.raises(ValueError, match='the output of a later stage'): pseudo_inputs(tmp_path/'crf'/'02', as_truth(root), tmp_path/'pseudo', ids)
+    val = VOCDataset(root, 'val')
+    assert seed_sweep(seeds, root, 'val', progress=False).hist.sum() == sum(im.width*im.height for im in map(val.image, range(len(val))))   # every pixel of val
+
+def test_folder_without_manifest(setup, tmp_path):
+    "Seed files with no manifest (an older run's, another code base's): refused as aeft_cam's output, read as seeds by aeft_crf"
+    t, root = setup
+    ds = VOCDataset(root, 'train')
+    old = tmp_path/'old'; old.mkdir()
+    for id in ds.ids: save_seeds({k: np.full(np.asarray(ds.image(ds.ids.index(id))).shape[:2], 0.5, np.float32) for k in ds.labels[id]}, old/f'{id}.npy')
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in old.iterdir())
+    r = run('aeft_cam', '--root', root, '--ckpt', t/'last.pt', '--out', old, '--progress', 'False')
+    assert r.returncode == 1 and r.stderr.strip().splitlines()[-1] == (f"aeft_cam: {old} holds files (*.np[yz]) but no manifest.json saying how they were made; "
+                                                       "choose another --out or delete them")
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in old.iterdir()) == before
+    assert run_crf(old, root, tmp_path/'crf', ds.ids, alphas=(2,), progress=False) == 8
+    assert sorted(p.stem for p in (tmp_path/'crf'/'02').glob('*.npy')) == sorted(ds.ids)
