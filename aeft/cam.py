@@ -251,7 +251,7 @@ def aeft_cam(
         else: ds = VOCDataset(root or os.environ.get('AEFT_VOC_ROOT'), split, sbd, verbose=True, labels=labels)
         sc = tuple(float(s) for s in scales.split(','))
         classes = 'predicted' if predict or images else (labels if data == 'voc' else 'annotations')   # how each image's classes were chosen
-        claim_folder(out, dict(stage='seeds', checkpoint_sha256=file_sha256(ckpt or official), data='images' if images else data, classes=classes,
+        claim_folder(out, dict(stage='seeds', checkpoint_sha256=file_sha256(ckpt or official), data='images' if images else data, classes=classes, num_classes=cfg.num_classes,
                                scales=list(sc), flip=flip, relu_first=relu_first, bf16=bf16, layout=layout), 'seeds', pattern='*.np[yz]')
         t = time.time()
         n = infer_seeds(model, ds, out, sc, flip, layout, overlays, predict, images_per_batch, max_batch, max_pixels, progress,

@@ -97,7 +97,7 @@ def walk_radius(h, w, radius=5):
     "The pair radius on an h×w grid: `radius`, or (min(h, w) - 1)//2 when a side is shorter than 2·radius + 1 (`forward` of networks/resnet38_aff.py of KAIST-vilab/AEFT)"
     m = min(h, w)
     r = (m - 1)//2 if m < 2*radius + 1 else radius
-    if r < 2: raise ValueError(f"a grid of {h}×{w} positions is too small for the random walk: it needs at least 5 positions a side")
+    if r < 2: raise ValueError(f"a grid of {w}×{h} positions (width × height) is too small for the random walk: it needs at least 5 positions a side")
     return r
 
 # %% ../nbs/21_pseudo.ipynb #e2ab940d
@@ -151,7 +151,7 @@ def pseudo_mask(img, walked, crf=CRF_T, stride=STRIDE):
     return up.argmax(0)[:img.height, :img.width].numpy().astype(np.uint8)
 
 # %% ../nbs/21_pseudo.ipynb #a36d4d95
-def _plan(seeds, truth, out, ids):
+def _plan(seeds, truth, out, ids, num_classes):
     "Check the inputs: {id: (image file, seed file)}"
     seeds, out = Path(seeds), Path(out)
     if not seeds.is_dir(): raise FileNotFoundError(f"seed folder {seeds} does not exist (aeft_cam writes it)")
@@ -164,6 +164,9 @@ def _plan(seeds, truth, out, ids):
     images = {id: truth.image(id) for id in ids}
     gone = [p for p in images.values() if not p.is_file()]
     if gone: raise FileNotFoundError(f"image not found: {gone[0]} ({len(gone)} of the {len(ids)} images missing)")
+    if m is not None and m.get('num_classes', num_classes) != num_classes:
+        raise ValueError(f"the seeds in {seeds} are of {m['num_classes']} classes ({MANIFEST}), not {num_classes}; run with the --data they were made for, without --num_classes")
+    load_seeds(seed_file(seeds, ids[0]), num_classes)                        # a seed file of other classes refused before the folder is claimed
     return {id: (images[id], seed_file(seeds, id)) for id in ids}
 
 def _seeds(path, img, num_classes):
@@ -185,7 +188,7 @@ def run_pseudo(model, seeds, root, out, ids, beta=BETA, logt=LOGT, bg_power=BG_P
     if logt < 0 or crf < 0 or beta <= 0: raise ValueError(f"need logt >= 0, crf >= 0 and beta > 0, got logt={logt}, crf={crf}, beta={beta}")
     out, ids, truth = Path(out), list(ids), as_truth(root)
     num_classes = ifnone(num_classes, len(truth.names) - 1)
-    files = _plan(seeds, truth, out, ids)
+    files = _plan(seeds, truth, out, ids, num_classes)
     claim_folder(out, dict(stage='pseudo', seeds=str(Path(seeds).resolve()), model=source, beta=beta, logt=logt, bg_power=bg_power, crf=crf,
                      radius=radius, stride=stride, num_classes=num_classes), 'pseudo masks')
     todo = [id for id in ids if not (out/f'{id}.png').exists()]

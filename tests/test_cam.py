@@ -129,7 +129,7 @@ def test_folder_settings(setup, tmp_path):
     r = cam('--ckpt', t/'last.pt')
     assert r.returncode == 0 and 'aeft_cam: 8 seed files written' in r.stdout, r.stderr
     m = json.loads((seeds/'manifest.json').read_text())
-    assert m == dict(stage='seeds', checkpoint_sha256=hashlib.sha256((t/'last.pt').read_bytes()).hexdigest(), data='voc', classes='xml',
+    assert m == dict(stage='seeds', checkpoint_sha256=hashlib.sha256((t/'last.pt').read_bytes()).hexdigest(), data='voc', classes='xml', num_classes=20,
                      scales=[1.0], flip=False, relu_first=False, bf16=False, layout='psa')
     cfg = make_config('voc', backbone='tiny', width=8, opts='device=cpu seed=1')
     torch.save(dict(model=build_model(cfg).state_dict(), config=asdict(cfg)), tmp_path/'other.pt')
@@ -145,8 +145,8 @@ def test_folder_settings(setup, tmp_path):
     assert len(list(seeds.glob('*.npy'))) == 14 and json.loads((seeds/'manifest.json').read_text()) == m
     ids = VOCDataset(root, 'train').ids
     assert run_crf(seeds, root, tmp_path/'crf', ids, alphas=(2,), progress=False) == 8    # aeft_cam's manifest: still a seed folder
-    assert len(pseudo_inputs(seeds, as_truth(root), tmp_path/'pseudo', ids)) == 8                 # for aeft_pseudo too
-    with pytest.raises(ValueError, match='the output of a later stage'): pseudo_inputs(tmp_path/'crf'/'02', as_truth(root), tmp_path/'pseudo', ids)
+    assert len(pseudo_inputs(seeds, as_truth(root), tmp_path/'pseudo', ids, 20)) == 8                 # for aeft_pseudo too
+    with pytest.raises(ValueError, match='the output of a later stage'): pseudo_inputs(tmp_path/'crf'/'02', as_truth(root), tmp_path/'pseudo', ids, 20)
     val = VOCDataset(root, 'val')
     assert seed_sweep(seeds, root, 'val', progress=False).hist.sum() == sum(im.width*im.height for im in map(val.image, range(len(val))))   # every pixel of val
 

@@ -254,3 +254,4 @@ def test_coco_errors(coco, tmp_path):
     assert message(coco_root=str(copy)) == f"aeft_crf: image not found: {gone} (1 of {len(ids)} missing)"
     assert not (tmp_path/'crf').exists() and not (root/'crf').exists()       # refused before anything was written
     assert "has class keys [56, 79]; expected class indices 0..19" in message(num_classes=20, ids=str(_ids_file(tmp_path, ids[5:6])))
+    assert not (tmp_path/'crf').exists()                                    # refused before a folder is claimed: the corrected run is not blocked
