@@ -17,7 +17,7 @@ from torchvision.transforms.v2 import functional as TF
 from fastcore.script import call_parse, bool_arg, store_true
 from fastprogress.fastprogress import progress_bar
 from dataclasses import asdict
-from .core import atomic_write, cli_errors, claim_folder, file_sha256, IMAGENET_STATS, voc_palette
+from .core import atomic_write, cli_errors, claim_folder, check_outside, file_sha256, IMAGENET_STATS, voc_palette
 from .weights import load_official_checkpoint
 from .voc import VOC_CLASSES, VOCDataset, load_image
 from .coco import COCO_CLASSES, COCODataset
@@ -249,6 +249,7 @@ def aeft_cam(
         if images: ds = ImageFolder(images)
         elif data == 'coco': ds = COCODataset(coco_root or os.environ.get('AEFT_COCO_ROOT'), split, verbose=True)
         else: ds = VOCDataset(root or os.environ.get('AEFT_VOC_ROOT'), split, sbd, verbose=True, labels=labels)
+        check_outside(out, data=ds.path if images else (ds.root if data == 'coco' else ds.voc))
         sc = tuple(float(s) for s in scales.split(','))
         classes = 'predicted' if predict or images else (labels if data == 'voc' else 'annotations')   # how each image's classes were chosen
         claim_folder(out, dict(stage='seeds', checkpoint_sha256=file_sha256(ckpt or official), data='images' if images else data, classes=classes, num_classes=cfg.num_classes,

@@ -114,3 +114,5 @@ def test_errors(coco, tmp_path):
     r = run('aeft_train', '--preset', 'coco', '--coco_root', coco, '--out', coco/'runs', '--opts', 'backbone=tiny width=4 device=cpu', '--progress', 'False')
     assert (r.returncode, r.stderr.strip().splitlines()[-1]) == (1, f"aeft_train: --out {coco/'runs'} is inside the data folder {coco}; write the outputs elsewhere")
     assert not (coco/'runs').exists()
+    with pytest.raises(SystemExit, match=f"aeft_cam: --out {coco/'train2014'} is inside the data folder {coco}"):
+        aeft_cam(out=str(coco/'train2014'), data='coco', coco_root=str(coco), ckpt=str(tmp_path/'coco.pt'), progress=False)
