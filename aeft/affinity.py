@@ -25,7 +25,7 @@ from .gpp import TinyBackbone
 from .backbones import ResNet38d, ResNet50, RELEASED_FROZEN
 from .weights import load_official_checkpoint, read_state_dict
 from .config import parse_opts, check_run
-from .learner import Learner, PlotCB, NonFiniteLoss, loader_kwargs, pick_device, read_checkpoint
+from .learner import Learner, PlotCB, NonFiniteLoss, loader_kwargs, pick_device, load_trained
 from .cam import load_cam_model
 from .evaluate import DATA, as_truth, ground_truth
 from .crf import crf_folder, load_crf
@@ -265,11 +265,7 @@ def checked_affinity_config(stored, source, **asked):
 
 def load_affinity_model(path, device='cpu', **asked):
     "(AffinityNet in eval mode, its `AffinityConfig`) from a `last.pt` of `aeft_affinity`, checked against the model fields `asked`"
-    ck = read_checkpoint(path, 'AffinityNet checkpoint')
-    cfg = checked_affinity_config(ck['config'], path, **asked)
-    model = build_affinity_model(cfg)
-    model.load_state_dict(ck['model'])
-    return model.to(device).eval(), cfg
+    return load_trained(path, checked_affinity_config, build_affinity_model, device, 'AffinityNet checkpoint', **asked)
 
 # %% ../nbs/20_affinity.ipynb #d2f98854
 def random_crop(tensors, size):

@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['SCALES', 'CPU_BATCH_PIXELS', 'LAYOUTS', 'DATASETS', 'to_input', 'multiscale_cams', 'predicted_classes', 'seed_maps',
-           'irn_strided', 'seed_file', 'save_seeds', 'load_seeds', 'seed_stack', 'seed_mask', 'overlay',
-           'load_cam_model', 'check_data_model', 'ImageFolder', 'infer_seeds', 'aeft_cam']
+           'irn_strided', 'seed_file', 'save_seeds', 'load_seeds', 'check_seed_classes', 'seed_stack', 'seed_mask',
+           'overlay', 'load_cam_model', 'check_data_model', 'ImageFolder', 'infer_seeds', 'aeft_cam']
 
 # %% ../nbs/15_cam.ipynb #e3e42283
 import math, os, time
@@ -17,7 +17,7 @@ from torchvision.transforms.v2 import functional as TF
 from fastcore.script import call_parse, bool_arg, store_true
 from fastprogress.fastprogress import progress_bar
 from dataclasses import asdict
-from .core import atomic_write, cli_errors, claim_folder, check_outside, file_sha256, IMAGENET_STATS, voc_palette
+from .core import atomic_write, cli_errors, claim_folder, check_outside, file_sha256, read_manifest, IMAGENET_STATS, MANIFEST, voc_palette
 from .weights import load_official_checkpoint
 from .voc import VOC_CLASSES, VOCDataset, load_image
 from .coco import COCO_CLASSES, COCODataset
@@ -129,6 +129,13 @@ def load_seeds(path, num_classes=20):
     if len(shapes) > 1 or any(len(s) != 2 for s in shapes): raise ValueError(f"seed file {path} holds maps of shapes {sorted(shapes)}; expected one (H, W)")
     if not all(np.isfinite(v).all() for v in sd.values()): raise ValueError(f"seed file {path} holds values that are not finite (NaN or inf)")
     return sd
+
+def check_seed_classes(seeds, id, num_classes):
+    "Refuse the seed folder `seeds` for a stage of `num_classes` classes when its manifest records others or the seed of image `id` holds others (checked before that stage writes anything)"
+    m = read_manifest(seeds)
+    if m is not None and m.get('num_classes', num_classes) != num_classes:
+        raise ValueError(f"the seeds in {seeds} are of {m['num_classes']} classes ({MANIFEST}), not {num_classes}; run with the --data they were made for, without --num_classes")
+    load_seeds(seed_file(seeds, id), num_classes)
 
 # %% ../nbs/15_cam.ipynb #dd944ea0
 def seed_stack(seeds, size):

@@ -19,7 +19,7 @@ from fastcore.script import call_parse, bool_arg, store_true
 from fastprogress.fastprogress import progress_bar
 from .core import atomic_write, cli_errors, claim_folder, read_manifest, MANIFEST, check_outside
 from .voc import load_image, read_ids
-from .cam import load_seeds, seed_file, seed_stack
+from .cam import load_seeds, seed_file, seed_stack, check_seed_classes
 from .evaluate import DATA, as_truth, ground_truth, load_label_scores
 
 # %% ../nbs/19_crf.ipynb #c5fbd09b
@@ -108,9 +108,7 @@ def _plan(seeds, truth, out, ids, alphas, t, num_classes):
     files = {id: seed_file(seeds, id) for id in ids}                           # names the id and the folder if one is missing
     images = {id: truth.image(id) for id in ids}
     if (gone := [p for p in images.values() if not p.is_file()]): raise FileNotFoundError(f"image not found: {gone[0]} ({len(gone)} of {len(ids)} missing)")
-    if m is not None and m.get('num_classes', num_classes) != num_classes:
-        raise ValueError(f"the seeds in {seeds} are of {m['num_classes']} classes ({MANIFEST}), not {num_classes}; run with the --data they were made for, without --num_classes")
-    load_seeds(files[ids[0]], num_classes)                                   # a seed file of other classes refused before any folder is claimed
+    check_seed_classes(seeds, ids[0], num_classes)                          # before any folder is claimed
     layout = seed_layout(files[ids[0]])
     _claim({out/f'{a:02d}': dict(stage='crf', alpha=a, t=t, gaussian=GAUSSIAN, bilateral=BILATERAL, seeds=str(seeds.resolve()),
                                  layout=layout, num_classes=num_classes) for a in alphas})

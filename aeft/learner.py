@@ -6,7 +6,7 @@
 __all__ = ['SPEED_FIELDS', 'freeze_bn', 'max_steps', 'world', 'epoch_loader', 'train_steps', 'classifier_phases', 'rng_state',
            'set_rng_state', 'NonFiniteLoss', 'pick_device', 'init_distributed', 'to_device', 'loader_kwargs',
            'compile_errors', 'step_loss', 'optimise', 'Callback', 'ProgressCB', 'EvalCB', 'Learner', 'read_log',
-           'plot_log', 'PlotCB', 'read_checkpoint', 'load_checkpoint', 'BestCB']
+           'plot_log', 'PlotCB', 'read_checkpoint', 'load_trained', 'load_checkpoint', 'BestCB']
 
 # %% ../nbs/13_learner.ipynb #6f89e383
 import contextlib, json, os, random, time
@@ -301,13 +301,17 @@ def read_checkpoint(path, what='checkpoint'):
         raise ValueError(f"{path} is not a checkpoint of aeft's training loop (no 'config' and 'model')")
     return ck
 
-def load_checkpoint(path, device='cpu', **asked):
-    "(model in eval mode, its `TrainConfig`) from a `last.pt` that `Learner` wrote, rebuilt from its stored description checked against `asked`"
-    ck = read_checkpoint(path)
-    cfg = checked_config(ck['config'], path, **asked)
-    model = build_model(cfg)
+def load_trained(path, check, build, device='cpu', what='checkpoint', **asked):
+    "(network in eval mode, its config) from a checkpoint a `Learner` wrote: the config `check(stored, path, **asked)`, the network `build(config)` with the stored weights"
+    ck = read_checkpoint(path, what)
+    cfg = check(ck['config'], path, **asked)
+    model = build(cfg)
     model.load_state_dict(ck['model'])
     return model.to(device).eval(), cfg
+
+def load_checkpoint(path, device='cpu', **asked):
+    "(model in eval mode, its `TrainConfig`) from a `last.pt` that `Learner` wrote, rebuilt from its stored description checked against `asked`"
+    return load_trained(path, checked_config, build_model, device, **asked)
 
 # %% ../nbs/13_learner.ipynb #765f1d1d
 class BestCB(Callback):

@@ -19,7 +19,7 @@ from fastprogress.fastprogress import progress_bar
 from .core import atomic_write, cli_errors, claim_folder, read_manifest, file_sha256, IMAGENET_STATS, MANIFEST, check_outside
 from .affinity import radius_pairs, affinities, load_affinity_model
 from .voc import read_ids, load_image, save_mask
-from .cam import to_input, load_seeds, seed_file
+from .cam import to_input, load_seeds, seed_file, check_seed_classes
 from .evaluate import DATA, as_truth, ground_truth
 from .crf import dense_crf
 
@@ -164,9 +164,7 @@ def _plan(seeds, truth, out, ids, num_classes):
     images = {id: truth.image(id) for id in ids}
     gone = [p for p in images.values() if not p.is_file()]
     if gone: raise FileNotFoundError(f"image not found: {gone[0]} ({len(gone)} of the {len(ids)} images missing)")
-    if m is not None and m.get('num_classes', num_classes) != num_classes:
-        raise ValueError(f"the seeds in {seeds} are of {m['num_classes']} classes ({MANIFEST}), not {num_classes}; run with the --data they were made for, without --num_classes")
-    load_seeds(seed_file(seeds, ids[0]), num_classes)                        # a seed file of other classes refused before the folder is claimed
+    check_seed_classes(seeds, ids[0], num_classes)                          # before the folder is claimed
     return {id: (images[id], seed_file(seeds, id)) for id in ids}
 
 def _seeds(path, img, num_classes):

@@ -30,7 +30,7 @@ from .voc import IGNORE, read_ids, load_image, normalize
 from .coco import COCO_NAMES
 from .optim import make_optimizer
 from .config import parse_opts, check_run
-from .learner import Learner, PlotCB, NonFiniteLoss, loader_kwargs, pick_device, step_loss, optimise, freeze_bn, read_checkpoint
+from .learner import Learner, PlotCB, NonFiniteLoss, loader_kwargs, pick_device, step_loss, optimise, freeze_bn, load_trained
 from .evaluate import DATA, as_truth, ground_truth, read_prediction
 
 # %% ../nbs/22_segment.ipynb #91f90c45
@@ -323,11 +323,7 @@ def checked_segment_config(stored, source, **asked):
 
 def load_segmenter(path, device='cpu', **asked):
     "(network in eval mode, its `SegmentConfig`) from a checkpoint that `aeft_segment` wrote (`last.pt`), checked against the model fields `asked`"
-    ck = read_checkpoint(path)
-    cfg = checked_segment_config(ck['config'], path, **asked)
-    model = build_segmenter(cfg)
-    model.load_state_dict(ck['model'])
-    return model.to(device).eval(), cfg
+    return load_trained(path, checked_segment_config, build_segmenter, device, **asked)
 
 # %% ../nbs/22_segment.ipynb #59009e6d
 @call_parse
