@@ -29,6 +29,7 @@ class AEFTConfig:
     lambda_erased: float = 1.0      # weight of the erased image's BCE in mode 'rigid'
     bce_items: int = 8              # BCE on the first `bce_items` images only; None: all
     detach_mask: bool = False       # stop gradients through the erasing mask
+    HIDDEN = ('bce_items',)         # not an option of the commands: the training config sets it from its batch_size
 
     def __post_init__(self):
         if self.mode not in MODES: raise ValueError(f"`mode` must be one of {MODES}, got {self.mode!r}")

@@ -20,7 +20,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 from fastprogress.fastprogress import progress_bar
-from .core import atomic_write, IMAGENET_STATS, voc_palette
+from .core import atomic_write, setting, IMAGENET_STATS, voc_palette
 from .shapes import Shapes, ignore_band
 
 # %% ../nbs/10_voc.ipynb #7c84cec6
@@ -360,7 +360,7 @@ LABEL_SOURCES = ('xml', 'masks')
 
 def cache_dir():
     "The folder of aeft's caches: `$AEFT_CACHE`, else `$XDG_CACHE_HOME/aeft`, else `~/.cache/aeft`"
-    if os.environ.get('AEFT_CACHE'): return Path(os.environ['AEFT_CACHE']).expanduser()
+    if setting('cache'): return Path(setting('cache'))
     if os.environ.get('XDG_CACHE_HOME'): return Path(os.environ['XDG_CACHE_HOME']).expanduser()/'aeft'
     return Path.home()/'.cache'/'aeft'
 
