@@ -42,9 +42,9 @@ def check_run(need, cfg):
 @dataclass
 class TrainConfig:
     "Everything that decides a training run and its network; defaults: the released VOC recipe (KAIST-vilab/AEFT `train.py`)"
-    data: str = 'voc'               # one of DATA
+    data: str = 'voc'               # the dataset: one of aeft.data.DATA ('voc', 'coco', 'shapes')
     labels: str = None              # image labels: VOC's from the 'xml' annotations (PSA, IRN, the released code) or the 'masks'; COCO's from its instance 'annotations'; None: 'annotations' for COCO, else 'xml'
-    num_classes: int = 20
+    num_classes: int = 20           # classes (no background): 20 for VOC, 80 for COCO
     image_size: int = 320           # training crop side (pixels)
     backbone: str = 'resnet38d'     # one of BACKBONES
     width: int = 16                 # tiny backbone only: channels of its first stage
@@ -56,21 +56,21 @@ class TrainConfig:
     bins: tuple = (2, 4, 8, 16)     # GPP pyramid sizes
     gpp_mode: str = 'gated'         # 'gated' (eqs. 2-4) or 'average' (ablation)
     order: str = 'coarse_to_fine'   # or 'fine_to_coarse' (ablation)
-    epochs: int = 40
+    epochs: int = 40                # training epochs: 40, the released train.py
     warmup: int = 18                # T: classification-only epochs before the AEFT step
     aeft: bool = True               # False: classification for every epoch (the GAP / GPP baselines)
     aeft_options: AEFTConfig = field(default_factory=AEFTConfig)   # the AEFT step's losses and thresholds
-    batch_size: int = 8
+    batch_size: int = 8             # images per step during warm-up (and the BCE's images after it): 8, the released train.py
     aeft_batch_size: int = 32       # images per step after warm-up; the BCE sees the first `batch_size`
-    lr: float = 0.01
-    weight_decay: float = 5e-4
-    optimizer: str = 'released'     # aeft.optim setting: 'released' (momentum slot = weight decay) or 'corrected'
-    power: float = 0.9
-    seed: int = 5137
+    lr: float = 0.01                # learning rate: 0.01, the released train.py
+    weight_decay: float = 5e-4      # weight decay: 5e-4, the released train.py
+    optimizer: str = 'released'     # optimiser setting of aeft.optim: 'released' (momentum slot = weight decay) or 'corrected'
+    power: float = 0.9              # poly decay power: 0.9, the released train.py
+    seed: int = 5137                # random seed: 5137, the released train.py
     bf16: bool = False              # bfloat16 autocast for the forward pass
-    channels_last: bool = False     # network and input images in channels-last memory layout (faster convolutions on GPUs and AMX CPUs)
-    compile: bool = False           # train the network through torch.compile
-    device: str = 'auto'            # 'auto' (a GPU when there is one), 'cpu' or 'cuda'
+    channels_last: bool = False     # channels-last memory layout for the network and its inputs (faster convolutions on GPUs and AMX CPUs)
+    compile: bool = False           # train through torch.compile
+    device: str = 'auto'            # where the networks run: 'auto' (a GPU when there is one), 'cpu' or 'cuda'
     n_train: int = 3000             # synthetic data only: training images,
     n_val: int = 500                # validation (and test) images,
     data_seed: int = 0              # and the seed they are drawn from
