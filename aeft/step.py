@@ -66,8 +66,8 @@ def keep_bn_stats(model):
             for k, b in bufs.items(): setattr(m, k, b)          # the original tensors, never written to
 
 # %% ../nbs/08_step.ipynb #d162fcc1
-def aeft_step(model, batch, cfg=None, generator=None):
-    "Loss of one training step on `batch` = (images, multi-hot labels); returns (loss, dict of every term)"
+def aeft_step(model, batch, cfg=None, generator=None, make_positive=positive):
+    "Loss of one training step on `batch` = (images, multi-hot labels); returns (loss, dict of every term); `make_positive(img, cam, labels, variant, t_h, detach)` erases"
     cfg = cfg or AEFTConfig()
     x, y = batch
     if x.ndim != 4: raise ValueError(f"batch images must be (B, C, H, W), got {tuple(x.shape)}")
@@ -77,7 +77,7 @@ def aeft_step(model, batch, cfg=None, generator=None):
     n = cfg.bce_items or len(x)
     terms = {'bce': F.binary_cross_entropy_with_logits(logits[:n], y[:n])}
     if cfg.mode != 'none':
-        xp = positive(x, cam, y, cfg.variant, cfg.t_h, cfg.detach_mask)
+        xp = make_positive(x, cam, y, cfg.variant, cfg.t_h, cfg.detach_mask)
         with keep_bn_stats(model): _, logits_p, phat_p = model(xp)
         if cfg.mode == 'rigid': terms['erased_bce'] = F.binary_cross_entropy_with_logits(logits_p[:n], y[:n])
         else: terms['attract'] = attract_loss(class_embedding(phat, y), class_embedding(phat_p, y))
