@@ -78,7 +78,7 @@ def _owner(cls, name): return next(c for c in cls.__mro__ if name in vars(c).get
 def options(cls, shared=()):
     "{name: `Option`} of the config class `cls` and of the configs it holds, flattened; the names in `shared` (and `cls.HIDDEN`) left out, those in `cls.FLAGS` renamed; TypeError when two held configs define one name"
     out, docs, hints, ren = {}, field_docs(cls), typing.get_type_hints(cls), getattr(cls, 'FLAGS', {})
-    skip = set(shared) | set(getattr(cls, 'HIDDEN', ()))
+    skip = (set(shared) - set(ren)) | set(getattr(cls, 'HIDDEN', ()))   # a renamed field is never shared
     plain = [f for f in fields(cls) if f.init and not _is_config(hints[f.name])]
     for f in plain:
         if f.name not in skip: out[ren.get(f.name, f.name)] = Option(ren.get(f.name, f.name), hints[f.name], _default(f), docs.get(f.name, ''), _owner(cls, f.name))
@@ -106,7 +106,7 @@ def build(cls, values=None, shared=None):
         if not (f.init and _is_config(hints[f.name])) or f.name in shared: continue
         tp, down = hints[f.name], {**shared, **mine}
         sub = {k: v for k, v in kw.items() if k in options(tp, down)}
-        common = {k: v for k, v in down.items() if k in {g.name for g in fields(tp)}}
+        common = {k: v for k, v in down.items() if k in {g.name for g in fields(tp)} - set(getattr(tp, 'FLAGS', {}))}
         if hasattr(tp, 'from_options'):
             back = {o: n for n, o in getattr(tp, 'FLAGS', {}).items()}   # from_options takes field names
             held[f.name] = tp.from_options(**{back.get(k, k): v for k, v in sub.items()}, **common)
@@ -138,6 +138,14 @@ def parser(cls, name, positional=(), old=None, doc=None):
     p.add_argument('--debug', action='store_true', help='show the traceback of every error')
     return p
 
+def _renamed(cls):
+    "{field: option} of the fields of `cls` and of the configs it holds whose option has another name (`FLAGS`)"
+    hints = typing.get_type_hints(cls)
+    out = dict(getattr(cls, 'FLAGS', {}))
+    for f in fields(cls):
+        if _is_config(hints[f.name]): out.update(_renamed(hints[f.name]))
+    return out
+
 def parse_opts(opts, names, arg='opts'):
     "{name: value} from the string `opts` of name=value pairs (values read as Python literals), each name one of `names`; `arg` names it in errors"
     out = {}
@@ -155,23 +163,27 @@ def command_values(cls, name, argv=None, positional=(), old=None, doc=None):
     for k, v in ((k[4:], v) for k, v in ns.items() if k.startswith('old:')):
         if k == 'opts':
             print(f"{name}: --opts is read as the options it names; give each as a flag of its own (e.g. --width 8)", file=sys.stderr)
-            pairs = parse_opts(v, set(options(cls)))
+            ren = _renamed(cls)
+            pairs = {ren.get(n, n): x for n, x in parse_opts(v, set(options(cls)) | set(ren)).items()}
         else:
-            new, values = old[k] if isinstance(old[k], tuple) else (old[k], {})
+            new, values, needs = (tuple(old[k]) + ({},))[:3] if isinstance(old[k], tuple) else (old[k], {}, {})
             print(f"{name}: --{k} is now --{new}" + (f" ({', '.join(f'{a} is {b}' for a, b in values.items())})" if values else ''), file=sys.stderr)
             pairs = {new: values.get(v, v)}
+            for o, want in needs.items():
+                if (got := given.get(o, options(cls)[o].default)) != want: raise ValueError(f"--{k} is given but --{o} is {got!r}; add --{o} {want}")
         for n, x in pairs.items():
             if n in given: raise ValueError(f"--{n} is given twice (as --{n} and as --{k})")
             given[n] = x
     return given, debug
 
 def command(cls, run, name, positional=(), old=None, doc=None, expected=(ValueError, OSError)):
-    "The console entry point `name` that builds config `cls` from the command line and calls `run(cfg)`; errors of type `expected` end in one line"
+    "The console entry point `name` that builds config `cls` from the command line and calls `run(cfg)`; errors of type `expected` end in one line; called with a list `argv`, returns what `run` returns"
     def main(argv=None):
         debug = '--debug' in (sys.argv[1:] if argv is None else argv)
         with cli_errors(name, debug, expected):
             given, debug = command_values(cls, name, argv, positional, old, doc)
             cfg = build(cls, given)
-        with cli_errors(name, debug, expected): return run(cfg)
+        with cli_errors(name, debug, expected): res = run(cfg)
+        return None if argv is None else res   # a console script exits with what it returns: None is status 0
     main.__name__, main.__doc__ = name, doc or cls.__doc__
     return main

@@ -46,21 +46,21 @@ class TrainConfig:
     labels: str = None              # image labels: VOC's from the 'xml' annotations (PSA, IRN, the released code) or the 'masks'; COCO's from its instance 'annotations'; None: 'annotations' for COCO, else 'xml'
     num_classes: int = 20           # classes (no background): 20 for VOC, 80 for COCO
     image_size: int = 320           # training crop side (pixels)
-    backbone: str = 'resnet38d'     # one of BACKBONES
-    width: int = 16                 # tiny backbone only: channels of its first stage
-    output_stride: int = None       # None: the backbone's own (tiny 4, ResNet-38d 8, ResNet-50 16; ResNet-50 also 8 or 32)
-    dropout: tuple = None           # ResNet-38d only: channel dropout of b6 and b7; None: RELEASED_DROPOUT
+    backbone: str = 'resnet38d'     # backbone: one of BACKBONES ('tiny', 'resnet38d', 'resnet50')
+    width: int = 16                 # channels of the tiny backbone's first stage (tiny only)
+    output_stride: int = None       # backbone output stride: None for the backbone's own (tiny 4, ResNet-38d 8, ResNet-50 16; ResNet-50 also 8 or 32)
+    dropout: tuple = None           # channel dropout of ResNet-38d's b6 and b7 (ResNet-38d only); None: RELEASED_DROPOUT
     frozen: tuple = None            # backbone children whose weights stay fixed; None: RELEASED_FROZEN for ResNet-38d, else ()
     freeze_bn: bool = True          # every BatchNorm in eval mode with fixed affine parameters
-    head: str = 'gpp'               # 'gap' or 'gpp'
+    head: str = 'gpp'               # CAM head: 'gap' or 'gpp'
     bins: tuple = (2, 4, 8, 16)     # GPP pyramid sizes
-    gpp_mode: str = 'gated'         # 'gated' (eqs. 2-4) or 'average' (ablation)
-    order: str = 'coarse_to_fine'   # or 'fine_to_coarse' (ablation)
+    gpp_mode: str = 'gated'         # GPP's fusion: 'gated' (eqs. 2-4) or 'average' (ablation)
+    order: str = 'coarse_to_fine'   # GPP's order: 'coarse_to_fine' or 'fine_to_coarse' (ablation)
     epochs: int = 40                # training epochs: 40, the released train.py
-    warmup: int = 18                # T: classification-only epochs before the AEFT step
-    aeft: bool = True               # False: classification for every epoch (the GAP / GPP baselines)
+    warmup: int = 18                # warm-up epochs T: classification only, before the AEFT step
+    aeft: bool = True               # the AEFT step after warm-up: False for classification in every epoch (the GAP / GPP baselines)
     aeft_options: AEFTConfig = field(default_factory=AEFTConfig)   # the AEFT step's losses and thresholds
-    batch_size: int = 8             # images per step during warm-up (and the BCE's images after it): 8, the released train.py
+    batch_size: int = 8             # images per step: 8 during warm-up (and the BCE's images after it), the released train.py
     aeft_batch_size: int = 32       # images per step after warm-up; the BCE sees the first `batch_size`
     lr: float = 0.01                # learning rate: 0.01, the released train.py
     weight_decay: float = 5e-4      # weight decay: 5e-4, the released train.py
@@ -71,9 +71,9 @@ class TrainConfig:
     channels_last: bool = False     # channels-last memory layout for the network and its inputs (faster convolutions on GPUs and AMX CPUs)
     compile: bool = False           # train through torch.compile
     device: str = 'auto'            # where the networks run: 'auto' (a GPU when there is one), 'cpu' or 'cuda'
-    n_train: int = 3000             # synthetic data only: training images,
-    n_val: int = 500                # validation (and test) images,
-    data_seed: int = 0              # and the seed they are drawn from
+    n_train: int = 3000             # synthetic training images (shapes only)
+    n_val: int = 500                # synthetic validation and test images (shapes only)
+    data_seed: int = 0              # seed the synthetic images are drawn from (shapes only)
 
     def __post_init__(self):
         _need(self.data in DATA, 'data', f"must be one of {DATA}, got {self.data!r}")

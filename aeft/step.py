@@ -18,14 +18,14 @@ MODES = ('none', 'rigid', 'attract', 'triplet')
 @dataclass
 class AEFTConfig:
     "Options of `aeft_step`; defaults are the released recipe"
-    mode: str = 'triplet'           # 'none' | 'rigid' (classic AE) | 'attract' | 'triplet' (attract + repel)
-    erase: str = None               # positive's variant; None: 'rigid' for mode 'rigid', else 'eq7'
+    mode: str = 'triplet'           # AEFT step: 'none' | 'rigid' (classic AE) | 'attract' | 'triplet' (attract + repel)
+    erase: str = None               # erasing of the positive: None for 'rigid' in mode 'rigid', else 'eq7'
     t_h: float = 0.6                # hard-erasing threshold of eq. 7
     t_l: float = 0.2                # low-confidence threshold of repel
     margin: float = 0.5             # repel hinge margin
     min_triplets: int = 5           # repel only with at least this many triplets inside the margin
-    lambda_attract: float = 0.2     # λ1
-    lambda_repel: float = 0.15      # λ2
+    lambda_attract: float = 0.2     # weight of attract: λ1
+    lambda_repel: float = 0.15      # weight of repel: λ2
     lambda_erased: float = 1.0      # weight of the erased image's BCE in mode 'rigid'
     bce_items: int = 8              # BCE on the first `bce_items` images only; None: all
     detach_mask: bool = False       # stop gradients through the erasing mask

@@ -7,13 +7,14 @@ from PIL import Image
 from aeft.voc import write_tiny_voc, voc_splits
 from aeft.evaluate import DATA
 from aeft.config import make_config, build_model
-from aeft.crf import aeft_crf, crf_folder, run_crf
+from aeft.crf import CRFStage, crf_folder, run_crf
+from aeft.cli import options
 from torch.utils.data import TensorDataset
 from aeft.core import IMAGENET_STATS
 from aeft.gpp import TinyBackbone
 from aeft.learner import max_steps
 from aeft.affinity import (radius_pairs, displacements, confident_labels, pair_labels, affinity_loss, random_crop, AffinityDataset, AffinityNet,
-                           AffinityConfig, build_affinity_model, init_affinity, load_affinity_model, train_affinity, aeft_affinity)
+                           AffinityConfig, build_affinity_model, init_affinity, load_affinity_model, train_affinity, aeft_affinity, AffinityStage)
 import test_train
 from test_train import assert_same, weights, steps, ENV
 from test_crf import write_seeds, coco_seeds
@@ -23,6 +24,10 @@ BIN = Path(sys.executable).parent
 
 def run(*args): return subprocess.run([str(BIN/args[0]), *map(str, args[1:])], capture_output=True, text=True, env=ENV)
 
+def argv(**kw):
+    "A command line: --name value for each of `kw` that is not None"
+    return [x for k, v in kw.items() if v is not None for x in (f'--{k}', str(v))]
+
 @pytest.fixture(scope='module')
 def chain(tmp_path_factory):
     "The VOC-format fixture, seeds of its train images, their CRF outputs at alphas 2 and 21 by aeft_crf, and an (untrained) tiny classifier"
@@ -30,7 +35,7 @@ def chain(tmp_path_factory):
     root = write_tiny_voc(t/'data', sbd='png')
     ids = voc_splits(root, verbose=False)['train']
     write_seeds(root, ids, t/'seeds')
-    aeft_crf(str(t/'seeds'), out=str(t/'crf'), root=str(root), split='train', workers=1, progress=False)
+    CRFStage(seeds=str(t/'seeds'), out=str(t/'crf'), root=str(root), split='train', processes=1, progress=False).run()
     cfg = make_config('voc', backbone='tiny', width=8, opts='device=cpu')
     torch.save(dict(model=build_model(cfg).state_dict(), config=asdict(cfg)), t/'clf.pt')
     return t, root, ids
@@ -155,9 +160,10 @@ def test_released_defaults():
     assert (cfg.low_alpha, cfg.high_alpha, cfg.jitter, cfg.long_side, cfg.stride) == (2, 21, (0.3, 0.3, 0.3, 0.1), None, 8)
     assert (cfg.backbone, cfg.dropout, cfg.frozen, cfg.freeze_bn) == ('resnet38d', (0.3, 0.5), ('conv1a', 'b2', 'b2_1', 'b2_2'), True)
     assert max_steps(cfg, 10582) == 8*(10582//8)                      # max_step = len(train_dataset) // batch_size * max_epoches
-    p = inspect.signature(aeft_affinity).parameters
-    assert {k: p[k].default for k in ('low_alpha', 'high_alpha', 'split', 'data', 'backbone', 'bf16')} == dict(low_alpha=2, high_alpha=21, split=None, data='voc', backbone='resnet38d', bf16=False)
-    assert DATA['voc'][1] == 'train_aug'                              # --split None: train_aug for VOC, as train_aff.py
+    o = options(AffinityStage)
+    assert {k: o[k].default for k in ('low_alpha', 'high_alpha', 'split', 'data', 'backbone', 'bf16', 'epochs', 'lr')} == dict(
+        low_alpha=2, high_alpha=21, split=None, data='voc', backbone='resnet38d', bf16=False, epochs=8, lr=0.01)
+    assert 'init' not in o and DATA['voc'] == 'train_aug'            # init: derived; --split None: train_aug for VOC, as train_aff.py
 
 def test_released_optimiser_groups(tmp_path):
     "PolyOptimizer of train_aff.py: weight decay 5e-4 in SGD's momentum slot, the four new layers at 10× lr with weight decay, no biases"
@@ -225,7 +231,7 @@ def test_aeft_affinity_end_to_end(chain, tmp_path):
     t, root, ids = chain
     out = tmp_path/'run'
     args = ('--crf', t/'crf', '--root', root, '--split', 'train', '--backbone', 'tiny', '--batch_size', 4,
-            '--opts', 'crop=40 width=8 device=cpu', '--out', out, '--progress', 'False')
+            '--crop', 40, '--width', 8, '--device', 'cpu', '--out', out, '--progress', 'False')
     r = run('aeft_affinity', *args, '--ckpt', t/'clf.pt', '--epochs', 2)
     assert r.returncode == 0, r.stderr
     assert f'aeft_affinity: 2 epochs on {len(ids)} images done' in r.stdout
@@ -243,11 +249,26 @@ def test_aeft_affinity_end_to_end(chain, tmp_path):
     assert (out/'log.jsonl').read_text() == before
     with pytest.raises(SystemExit, match=r'aeft_affinity: .*last.pt exists: resume it \(--resume\) or choose another --out'): call(chain, out, epochs=2, batch_size=4)
 
+def test_stage_run_and_old_spellings(chain, tmp_path, capsys):
+    "AffinityStage.run returns its summary; the old --coco_root and --opts still work, each with a note naming the new options, and train the same run"
+    t, root, ids = chain
+    cfg = AffinityConfig(backbone='tiny', width=8, crop=40, epochs=1, batch_size=4, device='cpu')
+    res = AffinityStage(crf=str(t/'crf'), root=str(root), split='train', ckpt=str(t/'clf.pt'), out=str(tmp_path/'new'), progress=False, config=cfg).run()
+    assert (res['out'], res['images'], res['epochs']) == (str(tmp_path/'new'), len(ids), 1) and res['seconds'] > 0
+    assert f'aeft_affinity: 1 epoch on {len(ids)} images done' in capsys.readouterr().out
+    r = run('aeft_affinity', '--crf', t/'crf', '--coco_root', root, '--split', 'train', '--backbone', 'tiny', '--batch_size', 4, '--epochs', 1,
+            '--opts', 'crop=40 width=8 device=cpu', '--ckpt', t/'clf.pt', '--out', tmp_path/'old', '--progress', 'False')
+    assert r.returncode == 0, r.stderr
+    assert [l for l in r.stderr.splitlines() if l.startswith('aeft_affinity: --')] == [
+        'aeft_affinity: --coco_root is now --root', 'aeft_affinity: --opts is read as the options it names; give each as a flag of its own (e.g. --width 8)']
+    assert json.loads((tmp_path/'old'/'config.json').read_text()) == json.loads((tmp_path/'new'/'config.json').read_text())
+    with pytest.raises(SystemExit, match=r'aeft_affinity: --width is given twice \(as --width and as --opts\)'): aeft_affinity(['--width', '8', '--opts', 'width=4'])
+
 def call(chain, out, **kw):
     t, root, ids = chain
     kw = {**dict(crf=str(t/'crf'), root=str(root), split='train', backbone='tiny', ckpt=str(t/'clf.pt'), epochs=1,
-                 opts='crop=40 width=8 device=cpu', out=str(out), progress=False), **kw}
-    return aeft_affinity(**kw)
+                 crop=40, width=8, device='cpu', out=str(out), progress=False), **kw}
+    return aeft_affinity(argv(**kw))
 
 def test_errors_are_clear(chain, tmp_path):
     t, root, ids = chain
@@ -261,12 +282,12 @@ def test_errors_are_clear(chain, tmp_path):
     # the weights to start from: none, two, a classifier of another backbone
     with pytest.raises(SystemExit, match='give the weights to start from'): call(chain, tmp_path/'o', ckpt=None)
     with pytest.raises(SystemExit, match=r"give one of --ckpt, --official and --imagenet, got \['ckpt', 'imagenet'\]"): call(chain, tmp_path/'o', imagenet='x')
-    with pytest.raises(SystemExit, match=r"holds another network; \(asked for, stored\): \{'width': \(16, 8\)\}"): call(chain, tmp_path/'o', opts='crop=40 device=cpu')
+    with pytest.raises(SystemExit, match=r"holds another network; \(asked for, stored\): \{'width': \(16, 8\)\}"): call(chain, tmp_path/'o', width=None)
     with pytest.raises(SystemExit, match=r"AffinityConfig.low_alpha must be at least 0 and below high_alpha"): call(chain, tmp_path/'o', low_alpha=21, high_alpha=2)
     # an AffinityNet checkpoint: resumed or loaded as another backbone; a classifier checkpoint where AffinityNet's is expected
     call(chain, tmp_path/'run')
     with pytest.raises(SystemExit, match=r"last.pt was written with another config; \(now, then\): \{'width': \(4, 8\)"):
-        call(chain, tmp_path/'run', resume=True, opts='crop=40 width=4 device=cpu', ckpt=None)
+        call(chain, tmp_path/'run', resume=True, width=4, ckpt=None)
     with pytest.raises(ValueError, match=r"holds another AffinityNet; \(asked for, stored\): \{'backbone': \('resnet38d', 'tiny'\)\}"):
         load_affinity_model(tmp_path/'run'/'last.pt', backbone='resnet38d')
     with pytest.raises(ValueError, match=r"clf.pt is not an AffinityNet checkpoint \(it holds a classifier written by aeft_train\)"):
@@ -292,8 +313,8 @@ def test_aeft_affinity_on_coco(chain, coco_chain, tmp_path):
     torch.manual_seed(0)
     seen = set().union(*(ds[i][1].unique().tolist() for i in range(len(ds))))
     assert {57, 80} <= seen <= {0, 1, 12, 17, 57, 80, 255}                   # chair and toothbrush; only the fixture's labels
-    r = subprocess.run([str(BIN/'aeft_affinity'), '--data', 'coco', '--coco_root', str(root), '--crf', str(crf), '--backbone', 'tiny', '--batch_size', '4',
-                        '--epochs', '1', '--opts', 'crop=40 width=8 device=cpu', '--ckpt', str(t/'clf.pt'), '--out', str(tmp_path/'run'), '--progress', 'False'],
+    r = subprocess.run([str(BIN/'aeft_affinity'), '--data', 'coco', '--root', str(root), '--crf', str(crf), '--backbone', 'tiny', '--batch_size', '4',
+                        '--epochs', '1', '--crop', '40', '--width', '8', '--device', 'cpu', '--ckpt', str(t/'clf.pt'), '--out', str(tmp_path/'run'), '--progress', 'False'],
                        capture_output=True, text=True, env={**os.environ, 'OMP_NUM_THREADS': '1'})
     assert r.returncode == 0, r.stderr
     assert f'aeft_affinity: 1 epoch on {len(ids)} images done' in r.stdout
@@ -305,13 +326,13 @@ def test_coco_errors(chain, coco_chain, tmp_path):
     t, *_ = chain
     root, truth, ids, crf = coco_chain
     def message(**kw):
-        kw = {**dict(crf=str(crf), data='coco', coco_root=str(root), backbone='tiny', ckpt=str(t/'clf.pt'), epochs=1,
-                     opts='crop=40 width=8 device=cpu', out=str(tmp_path/'o'), progress=False), **kw}
-        with pytest.raises(SystemExit) as e: aeft_affinity(**kw)
+        kw = {**dict(crf=str(crf), data='coco', root=str(root), backbone='tiny', ckpt=str(t/'clf.pt'), epochs=1,
+                     crop=40, width=8, device='cpu', out=str(tmp_path/'o'), progress=False), **kw}
+        with pytest.raises(SystemExit) as e: aeft_affinity(argv(**kw))
         return str(e.value)
-    assert message(data='cityscapes') == "aeft_affinity: `data` must be 'voc' or 'coco', got 'cityscapes'"
+    assert message(data='cityscapes') == "aeft_affinity: --data must be one of voc, coco, shapes, got 'cityscapes'"
     assert message(out=str(root/'aff')) == f"aeft_affinity: --out {root/'aff'} is inside the data folder {root}; write the outputs elsewhere"
     copy = tmp_path/'copy'; shutil.copytree(root, copy)                       # an image of the annotations missing on disk
     gone = copy/'train2014'/f'{ids[4]}.jpg'; gone.unlink()
-    assert message(coco_root=str(copy)) == f"aeft_affinity: image id {ids[4]!r} has no file {gone}"
+    assert message(root=str(copy)) == f"aeft_affinity: image id {ids[4]!r} has no file {gone}"
     assert not (tmp_path/'o').exists() and not (root/'aff').exists()          # refused before anything was written

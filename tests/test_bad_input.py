@@ -125,8 +125,8 @@ def test_mask_labels_command_exits_naming_the_mask(fixtures, tmp_path):
     "aeft_train with labels from masks on a tree with an RGB mask: a one-line exit naming the file, before any training"
     root = _copy(fixtures, 'png', tmp_path); f = voc_root(root)/'SegmentationClass'/f'{ID}.png'
     _rewrite('rgb', f)
-    r = subprocess.run([str(BIN/'aeft_train'), '--preset', 'voc', '--voc_root', str(root), '--out', str(tmp_path/'run'), '--progress', 'False',
-                        '--opts', 'labels=masks backbone=tiny width=8 image_size=64 batch_size=4 device=cpu'],
+    r = subprocess.run([str(BIN/'aeft_train'), '--data', 'voc', '--root', str(root), '--out', str(tmp_path/'run'), '--progress', 'False',
+                        '--labels', 'masks', '--backbone', 'tiny', '--width', '8', '--image_size', '64', '--batch_size', '4', '--device', 'cpu'],
                        capture_output=True, text=True, env={**os.environ, 'AEFT_CACHE': str(tmp_path/'cache')})
     assert r.returncode != 0 and f"aeft_train: mask {f} is an RGB image (mode 'RGB')" in r.stderr, r.stderr
     assert not (tmp_path/'run'/'last.pt').exists()
@@ -219,8 +219,8 @@ def test_read_only_data_folder_commands(read_only, tmp_path):
     "aeft_train (with epoch selection on VOC train, which reads masks) and aeft_cam on a read-only copy: both run, the label cache goes to $AEFT_CACHE"
     root, _ = read_only
     env = {**os.environ, 'AEFT_CACHE': str(tmp_path/'cmd-cache')}
-    r = subprocess.run([str(BIN/'aeft_train'), '--preset', 'voc', '--voc_root', str(root), '--out', str(tmp_path/'run'), '--epochs', '1',
-                        '--warmup', '1', '--progress', 'False', '--opts', 'backbone=tiny width=8 image_size=64 batch_size=4 device=cpu'],
+    r = subprocess.run([str(BIN/'aeft_train'), '--data', 'voc', '--root', str(root), '--out', str(tmp_path/'run'), '--epochs', '1',
+                        '--warmup', '1', '--progress', 'False', '--backbone', 'tiny', '--width', '8', '--image_size', '64', '--batch_size', '4', '--device', 'cpu'],
                        capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
     r = subprocess.run([str(BIN/'aeft_cam'), '--root', str(root), '--split', 'val', '--ckpt', str(tmp_path/'run'/'last.pt'),

@@ -7,7 +7,7 @@ from PIL import Image
 from aeft.gpp import CAMNet, TinyBackbone
 from aeft.config import build_model, make_config
 from aeft.voc import write_tiny_voc, VOCDataset
-from aeft.cam import multiscale_cams, load_seeds, save_seeds, irn_strided, aeft_cam
+from aeft.cam import multiscale_cams, load_seeds, save_seeds, irn_strided, aeft_cam, CAMStage
 from aeft.crf import run_crf
 from aeft.evaluate import seed_sweep, as_truth
 from aeft.pseudo import _plan as pseudo_inputs
@@ -75,13 +75,25 @@ def test_errors(setup, tmp_path):
     t, root = setup
     r = run('aeft_cam', '--root', tmp_path/'none', '--ckpt', t/'last.pt', '--out', tmp_path/'o')   # through the command once
     assert r.returncode != 0 and 'VOC root not found' in r.stderr
-    def message(**kw):
-        with pytest.raises(SystemExit) as e: aeft_cam(out=str(tmp_path/'o'), progress=False, **kw)
+    def message(*args):
+        with pytest.raises(SystemExit) as e: aeft_cam(['--out', str(tmp_path/'o'), '--progress', 'False', *map(str, args)])
         return str(e.value)
-    assert 'exactly one of' in message(root=str(root))
+    assert 'exactly one of' in message('--root', root)
+    assert message('--layout', 'pickle') == "aeft_cam: --layout must be one of psa, irn, npz, got 'pickle'"
+    assert message('--scales', '1,0', '--root', root, '--ckpt', t/'last.pt') == "aeft_cam: --scales must hold at least one positive scale, got '1,0'"
+    assert message('--split', 'test', '--root', root, '--ckpt', t/'last.pt').startswith("aeft_cam: split 'test' must be one of")
+    assert not (tmp_path/'o').exists()                                # refused before anything was written
     bad = tmp_path/'imgs'; bad.mkdir(); (bad/'broken.jpg').write_bytes(b'\xff\xd8 not really')
-    m = message(images=str(bad), ckpt=str(t/'last.pt'))
+    m = message('--images', bad, '--ckpt', t/'last.pt')
     assert 'cannot read image' in m and 'broken.jpg' in m
+
+def test_old_spelling(setup, tmp_path, capsys):
+    "--coco_root, the old spelling of --root, still works and says so"
+    t, root = setup
+    summary = aeft_cam(['--coco_root', str(root), '--ckpt', str(t/'last.pt'), '--out', str(tmp_path/'s'), '--scales', '1.0', '--flip', 'False', '--progress', 'False'])
+    out, err = capsys.readouterr()
+    assert err.splitlines() == ['aeft_cam: --coco_root is now --root'] and 'aeft_cam: 8 seed files written' in out.splitlines()[-1]
+    assert (summary['images'], summary['written'], summary['out']) == (8, 8, str(tmp_path/'s')) and summary['seconds'] > 0
 
 def test_checkpoint_holds_its_own_network(setup, tmp_path):
     "A fine-to-coarse GPP head has the default head's keys: asked for as coarse-to-fine it is refused; from its own description it is rebuilt"
@@ -141,7 +153,7 @@ def test_folder_settings(setup, tmp_path):
     r = cam('--ckpt', tmp_path/'moved.pt', '--overlays')          # the same network under another name: resumes, and draws every overlay
     assert r.returncode == 0 and 'aeft_cam: 1 seed files written' in r.stdout, r.stderr
     assert len(list((seeds/'overlay').glob('*.png'))) == 8
-    aeft_cam(out=str(seeds), root=str(root), ckpt=str(t/'last.pt'), split='val', scales='1.0', flip=False, progress=False)   # in this process: quicker
+    CAMStage(out=str(seeds), root=str(root), ckpt=str(t/'last.pt'), split='val', scales=(1.0,), flip=False, progress=False).run()   # in this process: quicker
     assert len(list(seeds.glob('*.npy'))) == 14 and json.loads((seeds/'manifest.json').read_text()) == m
     ids = VOCDataset(root, 'train').ids
     assert run_crf(seeds, root, tmp_path/'crf', ids, alphas=(2,), progress=False) == 8    # aeft_cam's manifest: still a seed folder

@@ -65,8 +65,8 @@ def test_caches_outside_the_data_and_resumed_after_sigkill(coco, tmp_path, monke
     assert listing(coco) == before and folder.parent == tmp_path/'cache'                                    # the data folder is only read
 
 def test_commands_end_to_end(coco, tmp_path):
-    small = 'backbone=tiny width=8 image_size=64 batch_size=4 aeft_batch_size=8 freeze_bn=False device=cpu'
-    r = run('aeft_train', '--preset', 'coco', '--coco_root', coco, '--out', tmp_path/'run', '--epochs', 2, '--warmup', 1, '--opts', small, '--progress', 'False')
+    small = '--backbone tiny --width 8 --image_size 64 --batch_size 4 --aeft_batch_size 8 --freeze_bn False --device cpu'.split()
+    r = run('aeft_train', '--data', 'coco', '--root', coco, '--out', tmp_path/'run', '--epochs', 2, '--warmup', 1, *small, '--progress', 'False')
     assert r.returncode == 0, r.stderr
     cfg = json.loads((tmp_path/'run'/'config.json').read_text())
     assert (cfg['data'], cfg['num_classes'], cfg['labels']) == ('coco', 80, 'annotations')
@@ -78,7 +78,7 @@ def test_commands_end_to_end(coco, tmp_path):
     for i, id in enumerate(ds.ids):
         sd = load_seeds(tmp_path/'seeds'/f'{id}.npy', 80)
         assert sorted(sd) == ds.labels[id] and all(v.shape == (ds.index[id]['height'], ds.index[id]['width']) for v in sd.values())
-    r = run('aeft_eval', tmp_path/'seeds', '--data', 'coco', '--coco_root', coco, '--out', tmp_path/'eval', '--progress', 'False')
+    r = run('aeft_eval', tmp_path/'seeds', '--data', 'coco', '--root', coco, '--out', tmp_path/'eval', '--progress', 'False')
     assert r.returncode == 0, r.stderr
     res = json.loads((tmp_path/'eval'/'seed_eval.json').read_text())
     assert (res['evaluated_on'], res['classes'][1], len(res['classes']), len(res['iou'])) == ('train', 'person', 81, 81)
@@ -87,8 +87,8 @@ def test_commands_end_to_end(coco, tmp_path):
 def test_errors(coco, tmp_path):
     cfg = make_config('coco', backbone='tiny', width=4, opts='device=cpu')
     torch.save(dict(model=build_model(cfg).state_dict(), config=asdict(cfg)), tmp_path/'coco.pt')
-    def message(**kw):
-        with pytest.raises(SystemExit) as e: aeft_cam(out=str(tmp_path/'o'), data='coco', ckpt=str(tmp_path/'coco.pt'), progress=False, **kw)
+    def message(*args):
+        with pytest.raises(SystemExit) as e: aeft_cam(['--out', str(tmp_path/'o'), '--data', 'coco', '--ckpt', str(tmp_path/'coco.pt'), '--progress', 'False', *map(str, args)])
         return str(e.value)
     broken = tmp_path/'broken'
     write_tiny_coco(broken, n_random=(2, 1))
@@ -100,19 +100,20 @@ def test_errors(coco, tmp_path):
     d = json.loads(f.read_text()); d['annotations'][1]['category_id'] = 91; f.write_text(json.dumps(d, indent=0))   # a category outside the 80
     with pytest.raises(ValueError, match="has annotation 2 of image 1 with category_id 91; expected one of COCO's 80 object categories"):
         coco_index(broken, 'train', progress=False)
-    assert 'COCO root not found' in message(coco_root=str(tmp_path/'nowhere'))
-    assert message(coco_root=str(broken), split='val').startswith(f"aeft_cam: annotation file not found: {broken/'annotations'/'instances_val2014.json'}")
-    r = run('aeft_eval', tmp_path, '--data', 'coco', '--coco_root', broken, '--out', tmp_path/'e', '--progress', 'False')   # through a command
-    assert r.returncode == 1 and r.stderr.startswith('aeft_eval: annotation file ') and 'category_id 91' in r.stderr
-    with pytest.raises(SystemExit, match="aeft_eval: `data` must be 'voc' or 'coco', got 'city'"): aeft_eval(str(tmp_path), data='city')
+    assert 'COCO root not found' in message('--root', tmp_path/'nowhere')
+    assert message('--root', broken, '--split', 'val').startswith(f"aeft_cam: annotation file not found: {broken/'annotations'/'instances_val2014.json'}")
+    r = run('aeft_eval', tmp_path, '--data', 'coco', '--coco_root', broken, '--out', tmp_path/'e', '--progress', 'False')   # through a command, by the old spelling of --root
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and lines[0] == 'aeft_eval: --coco_root is now --root' and lines[-1].startswith('aeft_eval: annotation file ') and 'category_id 91' in lines[-1]
+    with pytest.raises(SystemExit, match="aeft_eval: --data must be one of voc, coco, shapes, got 'city'"): aeft_eval([str(tmp_path), '--data', 'city'])
+    with pytest.raises(SystemExit, match="aeft_eval: --data must be 'voc' or 'coco', got 'shapes'"): aeft_eval([str(tmp_path), '--data', 'shapes'])
     d['annotations'][1]['category_id'] = 18; d['annotations'][0]['segmentation'] = [[1, 1, 5, 5, 3, float('nan')]]   # a polygon pycocotools would crash on
     f.write_text(json.dumps(d))
-    r = run('aeft_cam', '--data', 'coco', '--coco_root', broken, '--ckpt', tmp_path/'coco.pt', '--out', tmp_path/'s', '--progress', 'False')
+    r = run('aeft_cam', '--data', 'coco', '--root', broken, '--ckpt', tmp_path/'coco.pt', '--out', tmp_path/'s', '--progress', 'False')
     assert r.returncode == 1 and r.stderr.startswith(f'aeft_cam: annotation file {f} has annotation 1 of image 1 with a polygon whose point (3, nan) is not finite')
-    assert message(coco_root=str(f)).startswith(f'aeft_cam: COCO root {f} is a file, not a folder')
-    with pytest.raises(SystemExit, match="--coco_root is given but --data is 'voc'"): aeft_eval(str(tmp_path), coco_root=str(coco))
-    r = run('aeft_train', '--preset', 'coco', '--coco_root', coco, '--out', coco/'runs', '--opts', 'backbone=tiny width=4 device=cpu', '--progress', 'False')
+    assert message('--root', f).startswith(f'aeft_cam: COCO root {f} is a file, not a folder')
+    r = run('aeft_train', '--data', 'coco', '--root', coco, '--out', coco/'runs', '--backbone', 'tiny', '--width', '4', '--device', 'cpu', '--progress', 'False')
     assert (r.returncode, r.stderr.strip().splitlines()[-1]) == (1, f"aeft_train: --out {coco/'runs'} is inside the data folder {coco}; write the outputs elsewhere")
     assert not (coco/'runs').exists()
     with pytest.raises(SystemExit, match=f"aeft_cam: --out {coco/'train2014'} is inside the data folder {coco}"):
-        aeft_cam(out=str(coco/'train2014'), data='coco', coco_root=str(coco), ckpt=str(tmp_path/'coco.pt'), progress=False)
+        aeft_cam(['--out', str(coco/'train2014'), '--data', 'coco', '--root', str(coco), '--ckpt', str(tmp_path/'coco.pt'), '--progress', 'False'])

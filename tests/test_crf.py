@@ -6,14 +6,19 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 from aeft.voc import write_tiny_voc, voc_root, find_sbd, load_mask, voc_splits
 from aeft.cam import save_seeds, load_seeds
-from aeft.crf import dense_crf, crf_seeds, crf_folder, load_crf, aeft_crf, run_crf, MANIFEST, GAUSSIAN, BILATERAL
-from aeft.evaluate import DATA, scores_to_mask, evaluate_masks, aeft_eval
+from aeft.crf import dense_crf, crf_seeds, crf_folder, load_crf, aeft_crf, CRFStage, run_crf, MANIFEST, GAUSSIAN, BILATERAL
+from aeft.evaluate import DATA, scores_to_mask, evaluate_masks, EvalStage
+from aeft.cli import options
 
 pytestmark = [pytest.mark.filterwarnings('ignore:VOC split'), pytest.mark.filterwarnings('ignore:COCO split')]
 BIN = Path(sys.executable).parent
 SAMPLE = Path(__file__).parent/'data'/'voc-sample'
 
 def run(*args): return subprocess.run([str(BIN/args[0]), *map(str, args[1:])], capture_output=True, text=True)
+
+def argv(*positional, **kw):
+    "A command line: the `positional` arguments, then --name value for each of `kw`"
+    return [*map(str, positional), *[x for k, v in kw.items() for x in (f'--{k}', str(v))]]
 
 def soft_seeds(mask, sigma=2.0):
     "Seeds {class: map} from a label mask: each class's region blurred and max-normalised (a seed that spills over the borders)"
@@ -73,7 +78,7 @@ def test_more_iterations_only_from_the_same_start():
 
 def test_aeft_crf_end_to_end(fixture, tmp_path):
     root, ids, seeds = fixture
-    r = run('aeft_crf', seeds, '--root', root, '--out', tmp_path/'crf', '--workers', 2, '--progress', 'False')
+    r = run('aeft_crf', seeds, '--root', root, '--out', tmp_path/'crf', '--processes', 2, '--progress', 'False')
     assert r.returncode == 0, r.stderr
     assert f'aeft_crf: {len(ids)} images run at alphas 2, 21' in r.stdout and '2 processes' in r.stdout
     for a in (2, 21):
@@ -100,7 +105,7 @@ def test_crf_outputs_scored_by_aeft_eval(fixture, tmp_path, capsys):
     root, ids, seeds = fixture
     train = voc_splits(root, verbose=False)['train']
     run_crf(seeds, root, tmp_path/'crf', train, alphas=[21], progress=False)
-    aeft_eval(masks=str(tmp_path/'crf'/'21'), root=str(root), out=str(tmp_path/'eval'), progress=False)
+    EvalStage(masks=str(tmp_path/'crf'/'21'), root=str(root), out=str(tmp_path/'eval'), progress=False).run()
     res = json.loads((tmp_path/'eval'/'mask_eval.json').read_text())
     assert (res['evaluated_on'], res['images'], res['kind']) == ('train', 8, 'CRF outputs (argmax)') and res['miou'] > 0.5
     out = capsys.readouterr().out
@@ -122,7 +127,7 @@ def test_resume_after_sigkill(tmp_path):
     before = tree_digest(SAMPLE)
     ids = voc_splits(root, verbose=False)['train'][:2]
     seeds = write_seeds(root, ids, tmp_path/'seeds')
-    p = subprocess.Popen([str(BIN/'aeft_crf'), seeds, '--root', root, '--ids', _ids_file(tmp_path, ids), '--out', tmp_path/'crf', '--workers', '1', '--progress', 'False'],
+    p = subprocess.Popen([str(BIN/'aeft_crf'), seeds, '--root', root, '--ids', _ids_file(tmp_path, ids), '--out', tmp_path/'crf', '--processes', '1', '--progress', 'False'],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     t0 = time.time()
     while not list((tmp_path/'crf').glob('*/*.npy')) and time.time() - t0 < 60 and p.poll() is None: time.sleep(0.05)
@@ -141,7 +146,7 @@ def test_errors(fixture, tmp_path):
     root, ids, seeds = fixture
     def message(seeds=seeds, **kw):
         kw = dict(dict(out=str(tmp_path/'crf'), root=str(root), progress=False), **kw)
-        with pytest.raises(SystemExit) as e: aeft_crf(str(seeds), **kw)
+        with pytest.raises(SystemExit) as e: aeft_crf(argv(seeds, **kw))
         return str(e.value)
     # through the command once: one line, no traceback
     r = run('aeft_crf', tmp_path/'none', '--root', root, '--out', tmp_path/'o')
@@ -176,9 +181,11 @@ def test_errors(fixture, tmp_path):
     assert not (voc_root(root)/'crf').exists() and not (seeds/'crf').exists()
     # seeds of another size than their image, bad arguments
     small = tmp_path/'small'; shutil.copytree(seeds, small); save_seeds({0: np.zeros((3, 4), np.float32)}, small/f'{ids[0]}.npy')
-    assert f"seed file {small/(ids[0] + '.npy')} holds maps of shape (3, 4) but image" in message(small, out=str(tmp_path/'s'), workers=2)
+    assert f"seed file {small/(ids[0] + '.npy')} holds maps of shape (3, 4) but image" in message(small, out=str(tmp_path/'s'), processes=2)
     assert '--alphas must be non-negative integers' in message(alphas='-1')
-    assert "--alphas must be non-negative integers separated by commas, got 'low'" in message(alphas='low')
+    assert "--alphas must be values separated by commas, e.g. 2,4,8, got 'low'" in message(alphas='low')
+    assert "--alphas must be non-negative integers separated by commas, got '2,2.5'" in message(alphas='2,2.5')
+    assert "--crf_iters must be at least 1, got 0" in message(crf_iters=0)
     assert "split 'test' must be one of" in message(split='test')
 
 def _ids_file(tmp_path, ids):
@@ -209,10 +216,23 @@ def test_released_crf_on_seeds():
         for k in ref: np.testing.assert_array_equal(ours[k], ref[k].astype(np.float32))
     assert (GAUSSIAN, BILATERAL) == (dict(sxy=3, compat=3), dict(sxy=80, srgb=13, compat=10))
 
+def test_stage_run_and_old_spellings(fixture, tmp_path, capsys):
+    "CRFStage.run returns its summary; the old --t, --workers and --coco_root still work, each with a note naming the new option"
+    root, ids, seeds = fixture
+    res = CRFStage(seeds=str(seeds), out=str(tmp_path/'crf'), root=str(root), split='train', crf_iters=2, processes=1, progress=False).run()
+    assert (res['out'], res['images'], res['run'], res['alphas'], res['processes']) == (str(tmp_path/'crf'), 8, 8, (2, 21), 1) and res['seconds'] >= 0
+    assert capsys.readouterr().out.startswith('aeft_crf: 8 images run at alphas 2, 21')
+    assert json.loads((tmp_path/'crf'/'02'/MANIFEST).read_text())['t'] == 2                  # the manifest keeps its keys
+    r = run('aeft_crf', seeds, '--coco_root', root, '--split', 'train', '--t', 2, '--workers', 1, '--out', tmp_path/'crf', '--progress', 'False')
+    assert r.returncode == 0, r.stderr
+    assert [l for l in r.stderr.splitlines() if ' is now ' in l] == ['aeft_crf: --coco_root is now --root', 'aeft_crf: --t is now --crf_iters', 'aeft_crf: --workers is now --processes']
+    assert 'aeft_crf: 0 images run at alphas 2, 21' in r.stdout and '8 already done' in r.stdout   # the same settings: nothing left to run
+    with pytest.raises(SystemExit, match=r'aeft_crf: --crf_iters is given twice \(as --crf_iters and as --t\)'): aeft_crf(argv(seeds, t=2, crf_iters=2))
+
 def test_released_defaults_of_the_command():
     "aeft_crf reproduces the released run: alphas 2 and 21 (README.md), 10 iterations (crf_inference_ysh), the train_aug list AffinityNet trains on"
-    p = inspect.signature(aeft_crf).parameters
-    assert (p['alphas'].default, p['t'].default, p['split'].default, p['data'].default, DATA['voc'][1]) == ('2,21', 10, None, 'voc', 'train_aug')
+    o = options(CRFStage)
+    assert (o['alphas'].default, o['crf_iters'].default, o['split'].default, o['data'].default, DATA['voc']) == ((2, 21), 10, None, 'voc', 'train_aug')
     assert inspect.signature(crf_seeds).parameters['t'].default == inspect.signature(dense_crf).parameters['t'].default == 10
 
 # ---- MS-COCO
@@ -227,7 +247,7 @@ def coco(coco_data, tmp_path_factory):
 def test_aeft_crf_on_coco(coco, tmp_path):
     "--data coco: COCO's train images found through the annotations, 80 classes; each output's labels are its seeds' (up to 80), its argmax close to the masks they came from"
     root, truth, ids, seeds = coco
-    r = run('aeft_crf', seeds, '--data', 'coco', '--coco_root', root, '--out', tmp_path/'crf', '--workers', 1, '--progress', 'False')
+    r = run('aeft_crf', seeds, '--data', 'coco', '--root', root, '--out', tmp_path/'crf', '--processes', 1, '--progress', 'False')
     assert r.returncode == 0, r.stderr
     assert f'aeft_crf: {len(ids)} images run at alphas 2, 21' in r.stdout and len(ids) == 13
     assert json.loads((tmp_path/'crf'/'21'/MANIFEST).read_text())['num_classes'] == 80
@@ -237,21 +257,22 @@ def test_aeft_crf_on_coco(coco, tmp_path):
         assert sorted(c) == [0] + sorted(k + 1 for k in load_seeds(seeds/f'{id}.npy', 80))
         labels |= set(c)
     assert labels == {0, 1, 12, 17, 57, 80}                                  # background, person, stop sign, dog, chair, toothbrush
-    aeft_eval(masks=str(tmp_path/'crf'/'02'), data='coco', coco_root=str(root), out=str(tmp_path/'eval'), progress=False)
+    EvalStage(masks=str(tmp_path/'crf'/'02'), data='coco', root=str(root), out=str(tmp_path/'eval'), progress=False).run()
     res = json.loads((tmp_path/'eval'/'mask_eval.json').read_text())
     assert (res['images'], len(res['classes'])) == (13, 81) and res['miou'] > 0.85
 
 def test_coco_errors(coco, tmp_path):
     root, truth, ids, seeds = coco
     def message(**kw):
-        kw = dict(dict(out=str(tmp_path/'crf'), data='coco', coco_root=str(root), progress=False), **kw)
-        with pytest.raises(SystemExit) as e: aeft_crf(str(seeds), **kw)
+        kw = dict(dict(out=str(tmp_path/'crf'), data='coco', root=str(root), progress=False), **kw)
+        with pytest.raises(SystemExit) as e: aeft_crf(argv(seeds, **kw))
         return str(e.value)
-    assert message(data='cityscapes') == "aeft_crf: `data` must be 'voc' or 'coco', got 'cityscapes'"
+    assert message(data='cityscapes') == "aeft_crf: --data must be one of voc, coco, shapes, got 'cityscapes'"
+    assert message(data='shapes').startswith("aeft_crf: --data must be 'voc' or 'coco', got 'shapes' (the synthetic shapes: aeft_run synthetic")
     assert message(out=str(root/'crf')) == f"aeft_crf: --out {root/'crf'} is inside the data folder {root}; write the outputs elsewhere"
     copy = tmp_path/'copy'; shutil.copytree(root, copy)                       # an image of the annotations missing on disk
     gone = copy/'train2014'/f'{ids[4]}.jpg'; gone.unlink()
-    assert message(coco_root=str(copy)) == f"aeft_crf: image not found: {gone} (1 of {len(ids)} missing)"
+    assert message(root=str(copy)) == f"aeft_crf: image not found: {gone} (1 of {len(ids)} missing)"
     assert not (tmp_path/'crf').exists() and not (root/'crf').exists()       # refused before anything was written
     assert "has class keys [56, 79]; expected class indices 0..19" in message(num_classes=20, ids=str(_ids_file(tmp_path, ids[5:6])))
     assert not (tmp_path/'crf').exists()                                    # refused before a folder is claimed: the corrected run is not blocked

@@ -30,12 +30,13 @@ def test_demo_end_to_end_then_resume(tmp_path):
 def test_bad_options_stop_with_the_field_named(tmp_path):
     from aeft.demo import aeft_demo
     from aeft.train import aeft_train
+    def train(out, **kw): aeft_train(['--out', out, *[x for k, v in kw.items() for x in (f'--{k}', str(v))]])
     for f, kw, msg in [(aeft_demo, dict(methods='gap,cam'), "`methods` must be a comma-separated subset of ['gap', 'gpp', 'aeft'], got 'gap,cam'"),
                        (aeft_demo, dict(epochs=0), 'TrainConfig.epochs must be at least 1'),
-                       (aeft_train, dict(opts='bins=(4,2)'), 'TrainConfig.bins must be at least two strictly increasing'),
-                       (aeft_train, dict(preset='city'), "`preset` must be one of ('synthetic', 'voc', 'coco'), got 'city'"),
-                       (aeft_train, dict(preset='voc', voc_root=str(tmp_path/'none')), 'VOC root not found'),
-                       (aeft_train, dict(init='w.pth'), "`init` needs backbone='resnet38d'")]:
+                       (train, dict(bins='4,2'), 'TrainConfig.bins must be at least two strictly increasing'),
+                       (train, dict(data='city'), "aeft_train: --data must be one of voc, coco, shapes, got 'city'"),
+                       (train, dict(data='voc', root=str(tmp_path/'none')), 'VOC root not found'),
+                       (train, dict(init='w.pth'), "`init` needs backbone='resnet38d'")]:
         with pytest.raises(SystemExit, match=re.escape(msg)): f(out=str(tmp_path), **kw)
     assert not list(tmp_path.iterdir())                    # nothing written
     r = subprocess.run([str(BIN/'aeft_train'), '--out', str(tmp_path), '--lr', '-1'], capture_output=True, text=True, env=ENV)

@@ -5,7 +5,7 @@ import numpy as np, pytest, torch
 from PIL import Image
 from aeft.voc import write_tiny_voc, voc_root, save_mask
 from aeft.cam import save_seeds
-from aeft.evaluate import aeft_eval, seed_sweep, evaluate_masks
+from aeft.evaluate import aeft_eval, EvalStage, seed_sweep, evaluate_masks
 from aeft.metrics import confusion, default_thresholds
 
 pytestmark = pytest.mark.filterwarnings('ignore:VOC split')
@@ -58,14 +58,29 @@ def test_errors(root, tmp_path):
     r = run('aeft_eval', tmp_path/'none', '--root', root, '--out', tmp_path/'o', '--debug')
     assert r.returncode == 1 and 'Traceback' in r.stderr and 'FileNotFoundError: seed folder' in r.stderr
     (tmp_path/'s').mkdir()
-    def message(**kw):
-        with pytest.raises(SystemExit) as e: aeft_eval(str(tmp_path/'s'), root=str(root), out=str(tmp_path/'o'), progress=False, **kw)
+    def message(*args):
+        with pytest.raises(SystemExit) as e: aeft_eval([str(tmp_path/'s'), '--root', str(root), '--out', str(tmp_path/'o'), '--progress', 'False', *map(str, args)])
         return str(e.value)
     assert f"no seed file for image '2026_000000' in {tmp_path/'s'}" in message()
     np.save(tmp_path/'s'/'2026_000000.npy', {20: np.zeros((2, 2), np.float32)})           # a 1-based class key: the file is named
     assert f"seed file {tmp_path/'s'/'2026_000000.npy'} has class keys [20]" in message()
-    assert "split 'test' must be one of" in message(split='test')
-    assert 'need t_min <= t_max' in message(t_min=0.5, t_max=0.1)
+    assert "split 'test' must be one of" in message('--split', 'test')
+    assert 'need t_min <= t_max' in message('--t_min', 0.5, '--t_max', 0.1)
+    assert message('--t_min', 'low') == "aeft_eval: --t_min must be a number, got 'low'"
+
+def test_old_spelling_and_summary(root, tmp_path, capsys):
+    "--coco_root, the old spelling of --root, still works and says so; the command returns run()'s summary"
+    voc = voc_root(root)
+    for id in (voc/'ImageSets/Segmentation/train.txt').read_text().split():
+        m = np.asarray(Image.open(voc/'SegmentationClass'/f'{id}.png'))
+        save_seeds({int(k) - 1: (m == k).astype(np.float32) for k in np.unique(m) if 0 < k < 255}, tmp_path/f'{id}.npy')
+    summary = aeft_eval([str(tmp_path), '--coco_root', str(root), '--out', str(tmp_path/'eval'), '--progress', 'False'])
+    out, err = capsys.readouterr()
+    assert err.splitlines() == ['aeft_eval: --coco_root is now --root'] and out.splitlines()[-1].startswith('aeft_eval: swept 80 thresholds')
+    res = json.loads((tmp_path/'eval'/'seed_eval.json').read_text())
+    assert {k: summary[k] for k in ('out', 'images', 'miou', 'threshold', 'chosen_on', 'evaluated_on')} == \
+           dict(out=str(tmp_path/'eval'), images=8, miou=1.0, threshold=res['threshold'], chosen_on='train', evaluated_on='train')
+    assert res['images'] == 8 and summary['seconds'] == res['seconds']
 
 def train_masks(root):
     voc = voc_root(root)
@@ -148,11 +163,11 @@ def test_masks_through_the_command(root, tmp_path):
     res = json.loads((tmp_path/'eval'/'mask_eval.json').read_text())
     assert res['miou'] == 1.0 and res['evaluated_on'] == 'train' and 'label masks in' in r.stdout and 'images of train' in r.stdout
     assert not (tmp_path/'eval'/'seed_eval.json').exists()
-    def message(*a, **kw):
-        with pytest.raises(SystemExit) as e: aeft_eval(*a, root=str(root), out=str(tmp_path/'o'), progress=False, **kw)
+    def message(*args):
+        with pytest.raises(SystemExit) as e: aeft_eval(['--root', str(root), '--out', str(tmp_path/'o'), '--progress', 'False', *map(str, args)])
         return str(e.value)
     assert message() == 'aeft_eval: give exactly one of a seed folder (the positional argument) and --masks'
-    assert message(str(tmp_path/'m'), masks=str(tmp_path/'m')).startswith('aeft_eval: give exactly one of')
-    assert 'masks have none' in message(masks=str(tmp_path/'m'), choose_on='train_aug-train')
-    assert f"aeft_eval: no mask for image" in message(masks=str(tmp_path/'m'), split='val')
-    assert f"aeft_eval: mask folder {tmp_path/'x'} does not exist" == message(masks=str(tmp_path/'x'))
+    assert message(tmp_path/'m', '--masks', tmp_path/'m').startswith('aeft_eval: give exactly one of')
+    assert 'masks have none' in message('--masks', tmp_path/'m', '--choose_on', 'train_aug-train')
+    assert f"aeft_eval: no mask for image" in message('--masks', tmp_path/'m', '--split', 'val')
+    assert f"aeft_eval: mask folder {tmp_path/'x'} does not exist" == message('--masks', tmp_path/'x')

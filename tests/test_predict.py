@@ -12,8 +12,9 @@ from aeft.coco import COCO_NAMES
 from aeft.segment import SegmentConfig, build_segmenter
 from aeft.crf import dense_crf
 from aeft.predict import (segment_scores, fused_mask, SplitImages, predict_split, score_predictions,
-                          server_folder, write_archive, check_archive, aeft_predict, MANIFEST, FUSIONS, CRF_SETTINGS, DEEPLAB_MSC,
+                          server_folder, write_archive, check_archive, aeft_predict, PredictStage, MANIFEST, FUSIONS, CRF_SETTINGS, DEEPLAB_MSC,
                           crf_probs)
+from aeft.cli import options
 
 pytestmark = [pytest.mark.filterwarnings('ignore:VOC split'), pytest.mark.filterwarnings('ignore:COCO split')]
 BIN = Path(sys.executable).parent
@@ -30,9 +31,9 @@ def setup(tmp_path_factory):
     t = tmp_path_factory.mktemp('predict')
     return t, write_tiny_voc(t/'data', sbd=None), save_segmenter(t/'seg.pt')
 
-def message(**kw):
-    "The one line aeft_predict exits with"
-    with pytest.raises(SystemExit) as e: aeft_predict(progress=False, **kw)
+def message(ckpt, *args):
+    "The one line aeft_predict exits with, given the checkpoint and the flags `args`"
+    with pytest.raises(SystemExit) as e: aeft_predict([str(ckpt), '--progress', 'False', *map(str, args)])
     return str(e.value)
 
 def hand_voc(root, items):
@@ -136,8 +137,7 @@ def test_scores_are_logits_upsampled_bilinearly():
     assert np.array_equal(fused_mask(segment_scores(net, [img])[0]), up.argmax(0).numpy())
 
 def test_crf_settings_and_default():
-    import inspect
-    assert inspect.signature(aeft_predict).parameters['crf'].default is None            # main.py test of kazuto1011/deeplab-pytorch: no CRF
+    assert options(PredictStage)['crf_settings'].default is None            # main.py test of kazuto1011/deeplab-pytorch: no CRF
     assert CRF_SETTINGS['deeplab'] == dict(t=10, gaussian=dict(sxy=1, compat=3), bilateral=dict(sxy=67, srgb=3, compat=4))   # configs/voc12.yaml CRF
     assert CRF_SETTINGS['released'] == dict(t=10, gaussian=dict(sxy=3, compat=3), bilateral=dict(sxy=80, srgb=13, compat=10))
     assert CRF_SETTINGS['seam'] == dict(t=1, gaussian=dict(sxy=3, compat=3), bilateral=dict(sxy=32, srgb=13, compat=10))
@@ -151,7 +151,7 @@ def test_crf_settings_and_default():
 
 def test_aeft_predict_val_end_to_end(setup, capsys):
     t, root, ckpt = setup
-    aeft_predict(str(ckpt), root=str(root), out=str(t/'run'), progress=False)   # the console script itself runs in test_sigkill_then_resume
+    summary = PredictStage(ckpt=str(ckpt), root=str(root), out=str(t/'run'), progress=False).run()   # the console script itself runs in test_sigkill_then_resume
     printed = capsys.readouterr().out
     assert 'aeft_predict: 6 masks written' in printed and 'mIoU' in printed
     ds, out = SplitImages(root, 'val'), t/'run'/'val'
@@ -160,6 +160,8 @@ def test_aeft_predict_val_end_to_end(setup, capsys):
         assert m.max() <= 20
     res = json.loads((out/'scores.json').read_text())
     assert res['images'] == 6 and res['evaluated_on'] == 'val' and len(res['confusion']) == 21
+    assert {k: summary[k] for k in ('out', 'split', 'images', 'written', 'miou', 'scores')} == \
+           dict(out=str(out), split='val', images=6, written=6, miou=res['miou'], scores=str(out/'scores.json')) and summary['seconds'] > 0
     assert res['settings'] == json.loads((out/MANIFEST).read_text())
     assert DEEPLAB_MSC == dict(scales=(0.5, 0.75, 1.0), flip=False, fuse='max')      # MSC of kazuto1011/deeplab-pytorch: scales 1, 0.5, 0.75, max, no flip
     assert (res['settings']['scales'], res['settings']['flip'], res['settings']['fuse'], res['settings']['crf']) == ([0.5, 0.75, 1.0], False, 'max', None)
@@ -168,21 +170,22 @@ def test_aeft_predict_val_end_to_end(setup, capsys):
     first = (out/f'{ds.ids[3]}.png').read_bytes()
     (out/f'{ds.ids[3]}.png').unlink()
     (out/f'.{ds.ids[1]}.png.deadbeef.tmp').write_bytes(b'')                   # left by a killed run
-    aeft_predict(str(ckpt), root=str(root), out=str(t/'run'), progress=False)
+    assert aeft_predict([str(ckpt), '--root', str(root), '--out', str(t/'run'), '--progress', 'False'])['written'] == 1
     assert (out/f'{ds.ids[3]}.png').read_bytes() == first
-    assert message(ckpt=str(ckpt), root=str(root), out=str(t/'run'), scales='1.0').startswith(f"aeft_predict: {out} holds predictions made with scales")
+    assert message(ckpt, '--root', root, '--out', t/'run', '--scales', '1.0').startswith(f"aeft_predict: {out} holds predictions made with scales")
 
 def test_aeft_predict_on_the_voc_sample(tmp_path):
     data = tmp_path/'voc-sample'; shutil.copytree(SAMPLE, data)
     ckpt = save_segmenter(tmp_path/'seg.pt')
-    aeft_predict(str(ckpt), root=str(data), out=str(tmp_path/'run'), scales='1.0', flip=True, fuse='logits', crf='released', progress=False)
+    PredictStage(ckpt=str(ckpt), root=str(data), out=str(tmp_path/'run'), scales=(1.0,), flip=True, fuse='logits', crf_settings='released', progress=False).run()
     res = json.loads((tmp_path/'run'/'val'/'scores.json').read_text())
     assert res['images'] == 4 and res['settings']['crf'] == 'released'
     # the 4 val photos listed as a test split, without their masks: the server's layout and archive
     seg = data/'VOC2012'/'ImageSets'/'Segmentation'
     (seg/'test.txt').write_text((seg/'val.txt').read_text())
     shutil.rmtree(data/'VOC2012'/'SegmentationClass'); shutil.rmtree(data/'VOC2012'/'SegmentationClassAug')
-    aeft_predict(str(ckpt), root=str(data), split='test', out=str(tmp_path/'run'), scales='1.0', progress=False)
+    summary = aeft_predict([str(ckpt), '--root', str(data), '--split', 'test', '--out', str(tmp_path/'run'), '--scales', '1.0', '--progress', 'False'])
+    assert summary['archive'] == str(tmp_path/'run'/'test'/'results.tar.gz') and 'miou' not in summary
     ds = SplitImages(data, 'test')
     assert check_archive(tmp_path/'run'/'test'/'results.tar.gz', ds) == 4
     for id in ds.ids:
@@ -190,32 +193,52 @@ def test_aeft_predict_on_the_voc_sample(tmp_path):
 
 def test_errors(setup, tmp_path):
     t, root, ckpt = setup
-    base = dict(ckpt=str(ckpt), root=str(root), out=str(tmp_path/'o'))
+    base = ('--root', root, '--out', tmp_path/'o')
     seven = str(save_segmenter(tmp_path/'seg7.pt', num_classes=7))
-    assert message(**dict(base, ckpt=seven)) == f"aeft_predict: {seven} holds a network of 7 classes, but --data voc has 21 (the background and 20 classes)"
+    assert message(seven, *base) == f"aeft_predict: {seven} holds a network of 7 classes, but --data voc has 21 (the background and 20 classes)"
     voc = root/'VOCdevkit'/'VOC2012'
     (voc/'ImageSets'/'Segmentation'/'gone.txt').write_text('2026_000008\n2026_009999\n')
-    assert '1 of the 2 images listed in' in message(**base, split='gone') and '2026_009999.jpg' in message(**base, split='gone')
-    assert 'The test images and their list come in the VOC2012 test download' in message(**base, split='test')
-    assert f"checkpoint {tmp_path/'none.pt'} does not exist" in message(**dict(base, ckpt=str(tmp_path/'none.pt')))
-    assert '--fuse must be one of logits, probs, max' in message(**base, fuse='mean')
-    assert '--scales must be comma-separated numbers' in message(**base, scales='1,x')
-    assert '--scales must hold at least one positive scale' in message(**base, scales='0')
-    assert "`comp` must be one of ('comp5', 'comp6')" in message(**base, split='test', comp='comp3')
+    assert '1 of the 2 images listed in' in message(ckpt, *base, '--split', 'gone') and '2026_009999.jpg' in message(ckpt, *base, '--split', 'gone')
+    assert 'The test images and their list come in the VOC2012 test download' in message(ckpt, *base, '--split', 'test')
+    assert f"checkpoint {tmp_path/'none.pt'} does not exist" in message(tmp_path/'none.pt', *base)
+    assert message(ckpt, *base, '--fuse', 'mean') == "aeft_predict: --fuse must be one of logits, probs, max, got 'mean'"
+    assert message(ckpt, *base, '--scales', '1,x') == "aeft_predict: --scales must be values separated by commas, e.g. 2,4,8, got '1,x'"
+    assert message(ckpt, *base, '--scales', '0') == "aeft_predict: --scales must hold at least one positive scale, got '0'"
+    assert message(ckpt, *base, '--crf_settings', 'dense') == "aeft_predict: --crf_settings must be one of released, deeplab, seam, got 'dense'"
+    assert message(ckpt, *base, '--split', 'test', '--comp', 'comp3') == "aeft_predict: --comp must be one of comp5, comp6, got 'comp3'"
+    assert "`comp` must be one of ('comp5', 'comp6')" in str(pytest.raises(ValueError, PredictStage(ckpt=str(ckpt), root=str(root), split='test', comp='comp3').run).value)
+    assert message(ckpt, *base, '--ids', tmp_path/'ids.txt', '--split', 'test').startswith('aeft_predict: --ids lists images to predict and score; --split test')
+    with pytest.raises(SystemExit, match='give the segmentation checkpoint'): aeft_predict(['--root', str(root)])
     assert not (tmp_path/'o').exists()
     # a folder of another checkpoint's predictions, and PNGs nobody accounts for
-    aeft_predict(**base, scales='1.0', progress=False)
+    aeft_predict([str(ckpt), *map(str, base), '--scales', '1.0', '--progress', 'False'])
     other = save_segmenter(tmp_path/'other.pt', width=8)
-    assert 'holds predictions made with checkpoint_sha256=' in message(**dict(base, ckpt=str(other)), scales='1.0')
+    assert 'holds predictions made with checkpoint_sha256=' in message(other, *base, '--scales', '1.0')
     (tmp_path/'o'/'val'/MANIFEST).unlink()
-    assert 'but no manifest.json' in message(**base, scales='1.0')
+    assert 'but no manifest.json' in message(ckpt, *base, '--scales', '1.0')
+
+def test_old_spellings_and_ids(setup, tmp_path, capsys):
+    "--crf and --coco_root, the old spellings of --crf_settings and --root, still work and say so; --ids predicts and scores the listed images"
+    t, root, ckpt = setup
+    assert message(ckpt, '--coco_root', root, '--crf', 'dense') == "aeft_predict: --crf_settings must be one of released, deeplab, seam, got 'dense'"
+    assert capsys.readouterr().err.splitlines() == ['aeft_predict: --coco_root is now --root', 'aeft_predict: --crf is now --crf_settings']
+    ids = SplitImages(root, 'val').ids[:2]
+    (tmp_path/'two.txt').write_text('\n'.join(ids) + '\n')
+    summary = aeft_predict([str(ckpt), '--coco_root', str(root), '--ids', str(tmp_path/'two.txt'), '--out', str(tmp_path/'run'), '--scales', '1.0',
+                            '--crf', 'seam', '--progress', 'False'])
+    assert 'aeft_predict: --coco_root is now --root' in capsys.readouterr().err
+    out = tmp_path/'run'/'two'
+    assert (summary['out'], summary['split'], summary['images']) == (str(out), 'two', 2)
+    assert sorted(p.name for p in out.glob('20*.png')) == sorted(f'{i}.png' for i in ids)
+    res = json.loads((out/'scores.json').read_text())
+    assert (res['images'], res['evaluated_on'], res['settings']['crf'], summary['miou']) == (2, '2 listed ids', 'seam', res['miou'])
 
 def test_sigkill_then_resume(tmp_path):
     data = tmp_path/'voc-sample'; shutil.copytree(SAMPLE, data)
     ckpt, out = save_segmenter(tmp_path/'seg.pt'), tmp_path/'run'
-    args = dict(scales='1.0', crf='seam')
+    args = ['--scales', '1.0', '--crf_settings', 'seam']
     cmd = [str(BIN/'aeft_predict'), str(ckpt), '--root', str(data), '--split', 'trainval', '--out', str(out), '--images_per_batch', '1',
-           '--progress', 'False'] + [a for k, v in args.items() for a in (f'--{k}', str(v))]
+           '--progress', 'False'] + args
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, OMP_NUM_THREADS='1'))
     folder, t0 = out/'trainval', time.time()
     while p.poll() is None and not list(folder.glob('*.png')) and time.time() - t0 < 120: time.sleep(0.02)
@@ -223,8 +246,8 @@ def test_sigkill_then_resume(tmp_path):
     done = sorted(folder.glob('*.png'))
     assert 1 <= len(done) < 8, f'the kill came at {len(done)} of 8 masks'
     for f in done: assert read_mask(f, data/'VOC2012'/'JPEGImages'/f'{f.stem}.jpg').max() <= 20   # whole masks only
-    aeft_predict(str(ckpt), root=str(data), split='trainval', out=str(out), progress=False, **args)         # resumed
-    aeft_predict(str(ckpt), root=str(data), split='trainval', out=str(tmp_path/'whole'), progress=False, **args)  # in one go
+    aeft_predict([str(ckpt), '--root', str(data), '--split', 'trainval', '--out', str(out), '--progress', 'False', *args])             # resumed
+    aeft_predict([str(ckpt), '--root', str(data), '--split', 'trainval', '--out', str(tmp_path/'whole'), '--progress', 'False', *args])  # in one go
     ids = read_ids(data/'VOC2012'/'ImageSets'/'Segmentation'/'trainval.txt')
     assert [(folder/f'{i}.png').read_bytes() for i in ids] == [(tmp_path/'whole'/'trainval'/f'{i}.png').read_bytes() for i in ids]
     assert json.loads((folder/'scores.json').read_text())['images'] == 8
@@ -238,7 +261,7 @@ def coco(coco_data, tmp_path_factory):
 def test_aeft_predict_on_coco(coco, tmp_path):
     "--data coco: the annotated val2014 images predicted with an 81-class network (the default split), scored against COCO's masks with 81 classes"
     t, root, truth, ckpt, _ = coco
-    r = subprocess.run([str(BIN/'aeft_predict'), str(ckpt), '--data', 'coco', '--coco_root', str(root), '--out', str(tmp_path/'run'), '--progress', 'False'],
+    r = subprocess.run([str(BIN/'aeft_predict'), str(ckpt), '--data', 'coco', '--root', str(root), '--out', str(tmp_path/'run'), '--progress', 'False'],
                        capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS='1'))
     assert r.returncode == 0, r.stderr
     ids, out = truth.ids('val'), tmp_path/'run'/'val'
@@ -257,16 +280,17 @@ def test_aeft_predict_on_coco(coco, tmp_path):
 
 def test_coco_errors(coco, tmp_path):
     t, root, _, ckpt81, ckpt21 = coco
-    base = dict(ckpt=str(ckpt81), data='coco', coco_root=str(root), out=str(tmp_path/'o'))
-    assert message(**dict(base, ckpt=str(ckpt21))) == (f"aeft_predict: {ckpt21} holds a network of 21 classes, but --data coco has 81 (the background and 80 classes); "
-                                                       "it is a network for --data voc")
-    assert message(**dict(base, data='voc', root=str(t))) == (f"aeft_predict: {ckpt81} holds a network of 81 classes, but --data voc has 21 (the background and 20 classes); "
-                                                              "it is a network for --data coco")
-    assert message(**base, split='test') == ("aeft_predict: --split test is VOC 2012's evaluation-server split; COCO 2014 has none here: "
-                                             "with --data coco predict val (its annotated val2014 images, scored) or train")
-    assert message(**dict(base, data='cityscapes')) == "aeft_predict: --data must be 'voc' or 'coco', got 'cityscapes'"
-    assert message(**dict(base, out=str(root/'pred'))) == f"aeft_predict: --out {root/'pred'} is inside the data folder {root}; write the outputs elsewhere"
+    base = ('--data', 'coco', '--root', root, '--out', tmp_path/'o')
+    assert message(ckpt21, *base) == (f"aeft_predict: {ckpt21} holds a network of 21 classes, but --data coco has 81 (the background and 80 classes); "
+                                      "it is a network for --data voc")
+    assert message(ckpt81, *base, '--data', 'voc', '--root', t) == (f"aeft_predict: {ckpt81} holds a network of 81 classes, but --data voc has 21 (the background and 20 classes); "
+                                                                   "it is a network for --data coco")
+    assert message(ckpt81, *base, '--split', 'test') == ("aeft_predict: --split test is VOC 2012's evaluation-server split; COCO 2014 has none here: "
+                                                         "with --data coco predict val (its annotated val2014 images, scored) or train")
+    assert message(ckpt81, *base, '--data', 'cityscapes') == "aeft_predict: --data must be one of voc, coco, shapes, got 'cityscapes'"
+    assert message(ckpt81, *base, '--data', 'shapes') == "aeft_predict: --data must be 'voc' or 'coco', got 'shapes'"
+    assert message(ckpt81, *base, '--out', root/'pred') == f"aeft_predict: --out {root/'pred'} is inside the data folder {root}; write the outputs elsewhere"
     copy = tmp_path/'copy'; shutil.copytree(root, copy)                        # a val image of the annotations missing on disk
     gone = copy/'val2014'/'COCO_val2014_000000000101.jpg'; gone.unlink()
-    assert message(**dict(base, coco_root=str(copy))) == f"aeft_predict: 1 of the 6 images of split 'val' of {copy} are missing: {gone}"
+    assert message(ckpt81, *base, '--root', copy) == f"aeft_predict: 1 of the 6 images of split 'val' of {copy} are missing: {gone}"
     assert not (tmp_path/'o').exists() and not (root/'pred').exists()

@@ -7,16 +7,21 @@ from aeft.voc import write_tiny_voc, voc_root, voc_splits, read_mask, load_image
 from aeft.cam import save_seeds, load_seeds
 from aeft.crf import run_crf, crf_folder
 from aeft.affinity import radius_pairs, affinities, AffinityConfig, AffinityDataset, build_affinity_model, train_affinity
-from aeft.evaluate import DATA, evaluate_masks, aeft_eval, read_prediction
+from aeft.evaluate import DATA, evaluate_masks, EvalStage, read_prediction
+from aeft.cli import options
 from test_crf import soft_seeds, write_seeds, coco_seeds, tree_digest
 from aeft.pseudo import (walk_dense, walk_sparse, random_walk, transition, grid_scores, walk_radius, walk_image, pseudo_mask,
-                         crf_image, run_pseudo, aeft_pseudo, MANIFEST, BG_POWER)
+                         crf_image, run_pseudo, aeft_pseudo, PseudoStage, MANIFEST, BG_POWER)
 
 pytestmark = [pytest.mark.filterwarnings('ignore:VOC split'), pytest.mark.filterwarnings('ignore:COCO split')]
 BIN = Path(sys.executable).parent
 SAMPLE = Path(__file__).parent/'data'/'voc-sample'
 
 def run(*args): return subprocess.run([str(BIN/args[0]), *map(str, args[1:])], capture_output=True, text=True)
+
+def argv(*positional, **kw):
+    "A command line: the `positional` arguments, then --name value for each of `kw`"
+    return [*map(str, positional), *[x for k, v in kw.items() for x in (f'--{k}', str(v))]]
 
 @pytest.fixture(scope='module')
 def chain(tmp_path_factory):
@@ -114,7 +119,7 @@ def test_walk_on_a_photograph():
 
 def test_aeft_pseudo_end_to_end(chain, tmp_path):
     root, ids, seeds, ckpt = chain
-    r = run('aeft_pseudo', seeds, ckpt, '--root', root, '--out', tmp_path/'pseudo', '--workers', 2, '--progress', 'False')
+    r = run('aeft_pseudo', seeds, ckpt, '--root', root, '--out', tmp_path/'pseudo', '--processes', 2, '--progress', 'False')
     assert r.returncode == 0, r.stderr
     assert f'aeft_pseudo: {len(ids)} pseudo masks written' in r.stdout and '2 processes, sparse walk' in r.stdout
     m = json.loads((tmp_path/'pseudo'/MANIFEST).read_text())
@@ -128,18 +133,18 @@ def test_aeft_pseudo_end_to_end(chain, tmp_path):
         assert set(np.unique(mask)) <= {0} | {k + 1 for k in load_seeds(seeds/f'{id}.npy')}   # only the image's classes
     assert not [p for p in (tmp_path/'pseudo').iterdir() if p.name.startswith('.')]
     # one process and the dense walk write the same masks (pixels at near-ties aside)
-    assert run_pseudo_cli(seeds, ckpt, root, tmp_path/'dense', walk='dense', workers=1) == len(ids)
+    assert run_pseudo_cli(seeds, ckpt, root, tmp_path/'dense', walk='dense', processes=1) == len(ids)
     same = [(read_mask(tmp_path/'dense'/f'{id}.png') == read_mask(tmp_path/'pseudo'/f'{id}.png')).mean() for id in ids]
     assert min(same) > 0.999
     # scored by aeft_eval --masks on train
-    aeft_eval(masks=str(tmp_path/'pseudo'), root=str(root), out=str(tmp_path/'eval'), progress=False)
+    EvalStage(masks=str(tmp_path/'pseudo'), root=str(root), out=str(tmp_path/'eval'), progress=False).run()
     res = json.loads((tmp_path/'eval'/'mask_eval.json').read_text())
     assert (res['evaluated_on'], res['images']) == ('train', 8) and 0 <= res['miou'] <= 1
 
 def run_pseudo_cli(seeds, ckpt, root, out, **kw):
     "aeft_pseudo in this process; the number of masks it wrote"
     before = len(list(Path(out).glob('*.png')))
-    aeft_pseudo(str(seeds), str(ckpt), out=str(out), root=str(root), progress=False, **kw)
+    aeft_pseudo(argv(seeds, ckpt, out=out, root=root, progress=False, **kw))
     return len(list(Path(out).glob('*.png'))) - before
 
 def test_resume_after_sigkill_on_the_voc_sample(chain, tmp_path):
@@ -150,7 +155,7 @@ def test_resume_after_sigkill_on_the_voc_sample(chain, tmp_path):
     ids = voc_splits(root, verbose=False)['train'][:3]
     seeds = write_seeds(root, ids, tmp_path/'seeds')
     p = subprocess.Popen([str(BIN/'aeft_pseudo'), seeds, ckpt, '--root', root, '--ids', _ids_file(tmp_path, ids), '--out', tmp_path/'pseudo',
-                          '--workers', '1', '--progress', 'False'],
+                          '--processes', '1', '--progress', 'False'],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     t0 = time.time()
     while not list((tmp_path/'pseudo').glob('*.png')) and time.time() - t0 < 60 and p.poll() is None: time.sleep(0.05)
@@ -158,7 +163,7 @@ def test_resume_after_sigkill_on_the_voc_sample(chain, tmp_path):
     done = list((tmp_path/'pseudo').glob('*.png'))
     assert 0 < len(done) < len(ids)
     for f in done: read_mask(f)                                                  # every mask there is whole
-    assert run_pseudo_cli(seeds, ckpt, root, tmp_path/'pseudo', ids=str(_ids_file(tmp_path, ids)), workers=2) == len(ids) - len(done)
+    assert run_pseudo_cli(seeds, ckpt, root, tmp_path/'pseudo', ids=str(_ids_file(tmp_path, ids)), processes=2) == len(ids) - len(done)
     assert sorted(p.stem for p in (tmp_path/'pseudo').glob('*.png')) == sorted(ids)
     res = evaluate_masks(tmp_path/'pseudo', root, ids, progress=False)
     assert res['images'] == 3 and 0 <= res['miou'] <= 1
@@ -167,8 +172,8 @@ def test_resume_after_sigkill_on_the_voc_sample(chain, tmp_path):
 def test_errors(chain, tmp_path):
     root, ids, seeds, ckpt = chain
     def message(seeds=seeds, ckpt=ckpt, **kw):
-        kw = dict(dict(out=str(tmp_path/'pseudo'), root=str(root), workers=1, progress=False), **kw)
-        with pytest.raises(SystemExit) as e: aeft_pseudo(str(seeds), str(ckpt), **kw)
+        kw = dict(dict(out=str(tmp_path/'pseudo'), root=str(root), processes=1, progress=False), **kw)
+        with pytest.raises(SystemExit) as e: aeft_pseudo(argv(seeds, ckpt, **kw))
         return str(e.value)
     # through the command once: one line, no traceback
     r = run('aeft_pseudo', tmp_path/'none', ckpt, '--root', root, '--out', tmp_path/'o')
@@ -195,7 +200,7 @@ def test_errors(chain, tmp_path):
     assert f'AffinityNet checkpoint {tmp_path/"nope.pt"} does not exist' in message(ckpt=tmp_path/'nope.pt')
     # an output folder holding masks of other settings, or PNGs of unknown origin
     assert run_pseudo_cli(seeds, ckpt, root, tmp_path/'done', ids=str(_ids_file(tmp_path, ids[:2]))) == 2
-    msg = message(out=str(tmp_path/'done'), ids=str(_ids_file(tmp_path, ids[:2])), bg_power=16, crf=0)
+    msg = message(out=str(tmp_path/'done'), ids=str(_ids_file(tmp_path, ids[:2])), bg_power=16, crf_iters=0)
     assert msg == (f"aeft_pseudo: {tmp_path/'done'} holds pseudo masks made with bg_power=19, crf=1, not bg_power=16, crf=0 "
                    f"({tmp_path/'done'/MANIFEST}); choose another --out or delete that folder")
     assert 'holds pseudo masks made with seeds=' in message(part, out=str(tmp_path/'done'), ids=str(_ids_file(tmp_path, ids[:2])))
@@ -211,8 +216,22 @@ def test_errors(chain, tmp_path):
     assert 'is inside the seed folder' in message(out=str(seeds/'pseudo'))
     assert not (voc/'pseudo').exists() and not (seeds/'pseudo').exists()
     # bad arguments
-    assert "--walk must be one of ('sparse', 'dense'), got 'fast'" in message(walk='fast')
+    assert message(walk='fast') == "aeft_pseudo: --walk must be one of sparse, dense, got 'fast'"
     assert "split 'test' must be one of" in message(split='test')
+
+def test_stage_run_and_old_spellings(chain, tmp_path, capsys):
+    "PseudoStage.run returns its summary; the old --crf, --workers and --coco_root still work, each with a note naming the new option"
+    root, ids, seeds, ckpt = chain
+    few = str(_ids_file(tmp_path, ids[:2]))
+    res = PseudoStage(seeds=str(seeds), ckpt=str(ckpt), out=str(tmp_path/'new'), root=str(root), ids=few, crf_iters=0, processes=1, progress=False).run()
+    assert {k: res[k] for k in ('out', 'images', 'written', 'walk', 'processes')} == dict(out=str(tmp_path/'new'), images=2, written=2, walk='sparse', processes=1)
+    assert capsys.readouterr().out.startswith('aeft_pseudo: 2 pseudo masks written')
+    assert json.loads((tmp_path/'new'/MANIFEST).read_text())['crf'] == 0                     # the manifest keeps its keys
+    r = run('aeft_pseudo', seeds, ckpt, '--coco_root', root, '--ids', few, '--crf', 0, '--workers', 1, '--out', tmp_path/'old', '--progress', 'False')
+    assert r.returncode == 0, r.stderr
+    assert [l for l in r.stderr.splitlines() if ' is now ' in l] == ['aeft_pseudo: --coco_root is now --root', 'aeft_pseudo: --crf is now --crf_iters', 'aeft_pseudo: --workers is now --processes']
+    assert 'aeft_pseudo: 2 pseudo masks written' in r.stdout and '(1 process, sparse walk)' in r.stdout
+    assert all((read_mask(tmp_path/'old'/f'{id}.png') == read_mask(tmp_path/'new'/f'{id}.png')).all() for id in ids[:2])
 
 def _ids_file(tmp_path, ids):
     f = tmp_path/'ids.txt'; f.write_text(''.join(f'{i}\n' for i in ids)); return f
@@ -280,9 +299,9 @@ def test_released_walk_step_by_step():
 def test_released_defaults_of_the_command():
     "aeft_pseudo reproduces the released run: β 8, 6 squarings, background power 19, one CRF step (infer_aff.py, README.md), on train_aug (README.md); the sparse walk computes it"
     import inspect
-    p = inspect.signature(aeft_pseudo).parameters
-    assert {k: p[k].default for k in ('beta', 'logt', 'bg_power', 'crf', 'split', 'data', 'walk')} == dict(beta=8, logt=6, bg_power=19, crf=1, split=None, data='voc', walk='sparse')
-    assert DATA['voc'][1] == 'train_aug'                                         # --split None: train_aug for VOC, as the README
+    o = options(PseudoStage)
+    assert {k: o[k].default for k in ('beta', 'logt', 'bg_power', 'crf_iters', 'split', 'data', 'walk')} == dict(beta=8, logt=6, bg_power=19, crf_iters=1, split=None, data='voc', walk='sparse')
+    assert DATA['voc'] == 'train_aug'                                            # --split None: train_aug for VOC, as the README
     for f in (walk_image, run_pseudo):
         q = inspect.signature(f).parameters
         assert (q['beta'].default, q['logt'].default, q['bg_power'].default, q['radius'].default) == (8, 6, 19, 5)
@@ -301,8 +320,8 @@ def test_aeft_pseudo_on_coco(chain, coco, tmp_path):
     "--data coco: COCO's images found through the annotations, 1 + 80 channels walked; each mask at its image's size holds only its seeds' labels, COCO's beyond 20 among them"
     *_, ckpt = chain
     root, truth, ids, seeds = coco
-    r = run('aeft_pseudo', seeds, ckpt, '--data', 'coco', '--coco_root', root, '--ids', _ids_file(tmp_path, ids), '--out', tmp_path/'pseudo',
-            '--workers', 1, '--progress', 'False')
+    r = run('aeft_pseudo', seeds, ckpt, '--data', 'coco', '--root', root, '--ids', _ids_file(tmp_path, ids), '--out', tmp_path/'pseudo',
+            '--processes', 1, '--progress', 'False')
     assert r.returncode == 0, r.stderr
     assert f'aeft_pseudo: {len(ids)} pseudo masks written' in r.stdout
     assert json.loads((tmp_path/'pseudo'/MANIFEST).read_text())['num_classes'] == 80
@@ -320,12 +339,12 @@ def test_coco_errors(chain, coco, tmp_path):
     *_, ckpt = chain
     root, truth, ids, seeds = coco
     def message(**kw):
-        kw = dict(dict(out=str(tmp_path/'pseudo'), data='coco', coco_root=str(root), ids=str(_ids_file(tmp_path, ids)), workers=1, progress=False), **kw)
-        with pytest.raises(SystemExit) as e: aeft_pseudo(str(seeds), str(ckpt), **kw)
+        kw = dict(dict(out=str(tmp_path/'pseudo'), data='coco', root=str(root), ids=str(_ids_file(tmp_path, ids)), processes=1, progress=False), **kw)
+        with pytest.raises(SystemExit) as e: aeft_pseudo(argv(seeds, ckpt, **kw))
         return str(e.value)
-    assert message(data='cityscapes') == "aeft_pseudo: `data` must be 'voc' or 'coco', got 'cityscapes'"
+    assert message(data='cityscapes') == "aeft_pseudo: --data must be one of voc, coco, shapes, got 'cityscapes'"
     assert message(out=str(root/'pseudo')) == f"aeft_pseudo: --out {root/'pseudo'} is inside the data folder {root}; write the outputs elsewhere"
     copy = tmp_path/'copy'; shutil.copytree(root, copy)                           # an image of the annotations missing on disk
     gone = copy/'train2014'/f'{ids[2]}.jpg'; gone.unlink()
-    assert message(coco_root=str(copy)) == f"aeft_pseudo: image not found: {gone} (1 of the {len(ids)} images missing)"
+    assert message(root=str(copy)) == f"aeft_pseudo: image not found: {gone} (1 of the {len(ids)} images missing)"
     assert not (tmp_path/'pseudo').exists() and not (root/'pseudo').exists()      # refused before anything was written

@@ -63,6 +63,23 @@ def test_sigkill_at_a_random_moment_then_resume_gives_the_same_weights(tmp_path)
     assert_same(weights(tmp_path/'a'), weights(tmp_path/'b'))
     assert steps(tmp_path/'a') == steps(tmp_path/'b'), (k1, k2)   # the log too: interrupted epochs were cut off
 
+def test_aeft_train_old_spellings_still_work(tmp_path, capsys):
+    "--preset (synthetic: shapes), --voc_root and --opts of earlier versions: the same options, each with a note naming the new one; run's summary"
+    from aeft.train import aeft_train
+    res = aeft_train(['--preset', 'synthetic', '--out', str(tmp_path/'run'), '--epochs', '1', '--warmup', '1', '--progress', 'False',
+                      '--opts', 'n_train=16 n_val=8 width=4 device=cpu'])
+    err = capsys.readouterr().err
+    assert 'aeft_train: --preset is now --data (synthetic is shapes)' in err and 'aeft_train: --opts is read as the options it names' in err, err
+    cfg = json.loads((tmp_path/'run'/'config.json').read_text())
+    assert (cfg['data'], cfg['n_train'], cfg['width'], cfg['image_size']) == ('shapes', 16, 4, 64)
+    assert (res['out'], res['images'], res['epochs'], res['best_epoch']) == (str(tmp_path/'run'), 16, 1, 0) and 0 <= res['val_miou'] <= 1
+    with pytest.raises(SystemExit, match='aeft_train: VOC root not found'):
+        aeft_train(['--preset', 'voc', '--voc_root', str(tmp_path/'nowhere'), '--out', str(tmp_path/'r2')])
+    assert 'aeft_train: --voc_root is now --root' in capsys.readouterr().err
+    with pytest.raises(SystemExit, match='aeft_train: --split and --ids are not read by aeft_train'):
+        aeft_train(['--split', 'val', '--out', str(tmp_path/'r3')])
+    assert not (tmp_path/'r2').exists() and not (tmp_path/'r3').exists()
+
 def toy(n=64, seed=0):
     g = torch.Generator().manual_seed(seed)
     return TensorDataset(torch.randn(n, 3, 32, 32, generator=g), (torch.rand(n, 6, generator=g) < 0.3).float())
