@@ -20,6 +20,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 from fastcore.basics import ifnone
 from .core import IMAGENET_STATS, check_outside
+from .artefacts import check_same
 from .voc import IGNORE, load_image
 from .gpp import TinyBackbone
 from .backbones import ResNet38d, ResNet50, RELEASED_FROZEN
@@ -261,9 +262,7 @@ def checked_affinity_config(stored, source, **asked):
     unknown = [k for k in asked if k not in AFFINITY_MODEL_FIELDS]
     if unknown: raise ValueError(f"{unknown} are not AffinityNet model fields; they are {list(AFFINITY_MODEL_FIELDS)}")
     cfg = AffinityConfig(**stored)
-    differ = {k: (tuple(v) if isinstance(v, list) else v, getattr(cfg, k)) for k, v in asked.items()
-              if (tuple(v) if isinstance(v, list) else v) != getattr(cfg, k)}
-    if differ: raise ValueError(f"{source} holds another AffinityNet; (asked for, stored): {differ}")
+    check_same({k: getattr(cfg, k) for k in asked}, asked, f"{source} holds an AffinityNet", fix="leave them out to load the network stored, or give a checkpoint of the one asked for")
     return cfg
 
 def load_affinity_model(path, device='cpu', **asked):

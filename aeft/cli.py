@@ -129,7 +129,8 @@ def parser(cls, name, positional=(), old=None, doc=None):
     "The `argparse` parser of the command `name` for config `cls` (see `command`); every value arrives as text"
     p = argparse.ArgumentParser(prog=name, description=doc or (cls.__doc__ or '').split('\n')[0])
     for o in options(cls).values():
-        h = (o.help + ' ' if o.help else '') + (f"(one of {', '.join(map(str, typing.get_args(o.tp)))}; " if typing.get_origin(o.tp) is Literal else '(') + f"default {_show(o.default)})"
+        preset = ' with --data voc; the preset of --data decides' if hasattr(o.owner, 'from_options') else ''
+        h = (o.help + ' ' if o.help else '') + (f"(one of {', '.join(map(str, typing.get_args(o.tp)))}; " if typing.get_origin(o.tp) is Literal else '(') + f"default {_show(o.default)}{preset})"
         h = h.replace('%', '%%')
         if o.name in positional: p.add_argument(o.name, nargs='?', default=argparse.SUPPRESS, help=h)
         else: p.add_argument(f'--{o.name}', default=argparse.SUPPRESS, help=h, metavar=o.name.upper(), **(dict(nargs='?', const='True') if o.tp is bool else {}))

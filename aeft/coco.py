@@ -6,7 +6,7 @@
 __all__ = ['COCO_CATEGORIES', 'CATEGORY_IDS', 'COCO_CLASSES', 'CLASS_OF', 'COCO_NAMES', 'COCO_SPLITS', 'KNOWN_SIZES', 'LAYOUT',
            'TINY_COCO', 'MASK_CONVENTION', 'coco_root', 'annotation_file', 'image_folder', 'read_instances',
            'semantic_mask', 'labels_of', 'write_tiny_coco', 'index_cache', 'coco_index', 'coco_split', 'mask_folder',
-           'coco_masks', 'read_coco_mask', 'coco_ground_truth', 'COCODataset', 'coco_train_dataset']
+           'coco_masks', 'coco_ground_truth', 'COCODataset', 'coco_train_dataset']
 
 # %% ../nbs/11_coco.ipynb #515fc9d7
 import contextlib, hashlib, io, json, os, warnings
@@ -18,7 +18,8 @@ from torchvision import tv_tensors
 from fastprogress.fastprogress import progress_bar
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
-from .core import atomic_write, voc_palette
+from .core import atomic_write
+from .artefacts import save_mask, read_coco_mask   # their home is aeft.artefacts
 from .voc import cache_dir, load_image, normalize, train_transform, _atomic_tree, _colour, _stamp, _write_cache
 
 # %% ../nbs/11_coco.ipynb #ae4afdc2
@@ -288,10 +289,8 @@ def _manifest(folder, want):
     except OSError as e: raise OSError(f"cannot write the mask folder {folder} ({e.strerror or e}); set AEFT_CACHE to a writable folder") from e
 
 def _write_png(mask, path):
-    "Write class-index `mask` as a palette PNG with VOC's colours, atomically"
-    def write(f):
-        im = Image.fromarray(mask, 'P'); im.putpalette(voc_palette()); im.save(f, format='PNG')
-    atomic_write(path, write)
+    "Write class-index `mask` as a palette PNG with VOC's colours, atomically (`aeft.artefacts.save_mask`)"
+    save_mask(mask, path)
 
 def coco_masks(root, split, ids=None, progress=True):
     "The cache folder holding `<id>.png`, the `semantic_mask` of each of `ids` (default: the split's), made where missing"
@@ -306,21 +305,6 @@ def coco_masks(root, split, ids=None, progress=True):
         coco = read_instances(ann)
         for i in progress_bar(todo, leave=False) if progress else todo: _write_png(semantic_mask(coco, index[i]['image_id']), folder/f'{i}.png')
     return folder
-
-def read_coco_mask(path, shape=None, ignore=False):
-    "The (h, w) uint8 mask in the PNG `path`, checked to hold COCO's labels 0-80 (and 255, ignored, if `ignore`; and to be of `shape` (h, w) if given)"
-    path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"mask not found: {path}")
-    try:
-        with Image.open(path) as im: m = np.array(im)
-    except Exception as e: raise ValueError(f"cannot read mask {path} ({e}); expected a PNG of COCO's labels 0-80") from e
-    labels = "COCO's labels 0-80" + (" and 255 (ignored)" if ignore else '')
-    if m.ndim != 2 or m.dtype != np.uint8 or (m[m != 255] if ignore else m).max(initial=0) > 80:
-        found = f"values up to {(m[m != 255] if ignore else m).max()}" if m.ndim == 2 and m.dtype == np.uint8 else f"shape {m.shape} and dtype {m.dtype}"
-        raise ValueError(f"mask {path} has {found}; expected a palette or 8-bit PNG of {labels}")
-    if shape is not None and m.shape != tuple(shape):
-        raise ValueError(f"mask {path} is {m.shape[1]}×{m.shape[0]} but its image is {shape[1]}×{shape[0]}")
-    return m
 
 def coco_ground_truth(root, split, ids=None, progress=True):
     "(function image id -> its (h, w) uint8 ground-truth mask, the 81 label names) for `split`, the masks of `ids` (default: the split's) made first"

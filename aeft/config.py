@@ -21,6 +21,7 @@ from .coco import COCO_CLASSES, coco_train_dataset
 from .data import DATA, data_folder
 from .core import setting
 from .cli import parse_opts
+from .artefacts import check_same
 
 # %% ../nbs/12_config.ipynb #59001be8
 BACKBONES = ('tiny', 'resnet38d', 'resnet50')
@@ -145,8 +146,7 @@ def checked_config(stored, source, **asked):
     if missing: raise ValueError(f"{source} does not describe its network's {missing} (written before aeft stored them); "
                                  f"state them, e.g. {missing[0]}=...")
     cfg = TrainConfig(**{**stored, **{k: v for k, v in asked.items() if k not in stored}})
-    differ = {k: (_norm(v), getattr(cfg, k)) for k, v in asked.items() if _norm(v) != getattr(cfg, k)}
-    if differ: raise ValueError(f"{source} holds another network; (asked for, stored): {differ}")
+    check_same({k: getattr(cfg, k) for k in asked}, {k: _norm(v) for k, v in asked.items()}, f"{source} holds a network", fix="leave them out to load the network stored, or give a checkpoint of the one asked for")
     return cfg
 
 # %% ../nbs/12_config.ipynb #c56d1944

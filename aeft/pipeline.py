@@ -12,6 +12,7 @@ import json, re, sys, time, tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 from .core import atomic_write, cli_errors, file_sha256
+from .artefacts import check_same
 from .cli import build, flat, options, parse_value
 from .config import TrainConfig, datasets
 from .data import DATA
@@ -95,18 +96,18 @@ def _classifier(out):
     "The classifier the later stages read: best.pt (the epoch `select_on` chose) if there is one, else last.pt"
     return out/'train'/('best.pt' if (out/'train'/'best.pt').is_file() else 'last.pt')
 
-def _score(stage, out, r, progress):
-    "{name: value} of what `stage` is scored on (aeft_eval into out/eval/<stage>, or the predictions' own scores), in %"
-    data = _common(r, 'cam', out)
+def _score(stage, out, r, progress, summary):
+    "{name: value} of what `stage` is scored on, in %: aeft_eval into out/eval/<stage> on VOC or COCO train (the stage's `ids` when it has them), or the predictions' own scores (`summary`)"
+    data, ids = _common(r, 'cam', out), r.get(stage, {}).get('ids')
+    where = dict(ids=ids) if ids else dict(split='train')
     if stage == 'cam':
-        res = EvalStage(**data, seeds=str(out/'seeds'), split='train', out=str(out/'eval'/'seeds'), progress=progress).run()
+        res = EvalStage(**data, **where, seeds=str(out/'seeds'), out=str(out/'eval'/'seeds'), progress=progress).run()
         return dict(seed_miou=round(100*res['miou'], 2), seed_threshold=res['threshold'])
     if stage in ('crf', 'pseudo'):
         folder = crf_folder(out/'crf', stage_options(r, 'crf')['alphas'][0]) if stage == 'crf' else out/'pseudo'
-        res = EvalStage(**data, masks=str(folder), split='train', out=str(out/'eval'/stage), progress=progress).run()
+        res = EvalStage(**data, **where, masks=str(folder), out=str(out/'eval'/stage), progress=progress).run()
         return {f'{stage}_miou': round(100*res['miou'], 2)}
-    if stage == 'predict':
-        return dict(val_miou=round(100*json.loads((out/'predict'/'val'/'scores.json').read_text())['miou'], 2))
+    if stage == 'predict' and summary.get('miou') is not None: return {f"{summary['split']}_miou": round(100*summary['miou'], 2)}
     return {}
 
 def _wired(stage, out):
@@ -158,16 +159,14 @@ def run_stage(r, stage, out, progress=True):
     settings = _settings(cfg)
     if rec.is_file():
         old = json.loads(rec.read_text())
-        if diff := sorted(k for k in set(old['settings']) | set(settings) if old['settings'].get(k) != settings.get(k)):
-            raise ValueError(f"stage {stage} finished in {out} with " + ', '.join(f"{k}={old['settings'].get(k)!r}" for k in diff) +
-                             f", not {', '.join(f'{k}={settings.get(k)!r}' for k in diff)} ({rec}); choose another --out or delete {old['out']} and {rec}")
+        check_same(old['settings'], settings, f"{out} holds stage {stage}", rec, f"choose another --out or delete {old['out']} and {rec}")
         return old
     print(f"aeft_run: {stage}", flush=True)
     t = time.time()
     summary = cfg.run() or {}
     seconds = round(time.time() - t, 1)
     row = dict(stage=stage, images=summary.get('images'), settings=settings, inputs={k: str(v) for k, v in _wired(stage, out).items() if k not in ('out', 'resume')}, out=str(_wired(stage, out)['out']),
-               manifests=_manifests(_wired(stage, out)['out']), seconds=seconds, scores=_score(stage, out, r, progress))
+               manifests=_manifests(_wired(stage, out)['out']), seconds=seconds, scores=_score(stage, out, r, progress, summary))
     rec.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(rec, lambda f: f.write(json.dumps(row, indent=1).encode()))
     return row

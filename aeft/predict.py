@@ -16,7 +16,8 @@ import numpy as np, torch, torch.nn.functional as F
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 from fastprogress.fastprogress import progress_bar
-from .core import atomic_write, claim_folder, file_sha256, save_figure, voc_palette, MANIFEST, check_outside
+from .core import atomic_write, file_sha256, save_figure, voc_palette, check_outside
+from .artefacts import claim_folder, MANIFEST
 from .cli import command
 from .data import NAMES, DATA, GroundTruth, DataOptions, as_truth, data_folder, ground_truth, OLD_DATA
 from .voc import VOC_CLASSES, read_ids, read_mask, save_mask, load_image

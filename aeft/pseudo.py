@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np, torch, torch.nn.functional as F
 from fastcore.basics import ifnone
 from fastprogress.fastprogress import progress_bar
-from .core import atomic_write, claim_folder, read_manifest, file_sha256, IMAGENET_STATS, MANIFEST, check_outside
+from .core import atomic_write, file_sha256, IMAGENET_STATS, check_outside
+from .artefacts import claim_folder, read_manifest, MANIFEST
 from .affinity import radius_pairs, affinities, load_affinity_model
 from .voc import load_image, save_mask
 from .cam import to_input, load_seeds, seed_file, check_seed_classes

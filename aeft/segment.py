@@ -23,6 +23,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 from .core import check_outside
+from .artefacts import check_same
 from .cli import command
 from .gpp import TinyBackbone
 from .backbones import Backbone, ResNet38d
@@ -324,9 +325,7 @@ def checked_segment_config(stored, source, **asked):
     if other: raise ValueError(f"{source} is not a checkpoint of aeft_segment: its config has fields that SegmentConfig has not ({', '.join(other[:6])})"
                                + (": a classifier's, from aeft_train" if 'aeft_options' in stored else ''))
     cfg = SegmentConfig(**stored)
-    norm = lambda v: tuple(v) if isinstance(v, list) else v
-    differ = {k: (norm(v), getattr(cfg, k)) for k, v in asked.items() if norm(v) != getattr(cfg, k)}
-    if differ: raise ValueError(f"{source} holds another network; (asked for, stored): {differ}")
+    check_same({k: getattr(cfg, k) for k in asked}, asked, f"{source} holds a network", fix="leave them out to load the network stored, or give a checkpoint of the one asked for")
     return cfg
 
 def load_segmenter(path, device='cpu', **asked):

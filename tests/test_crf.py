@@ -217,15 +217,15 @@ def test_released_crf_on_seeds():
     assert (GAUSSIAN, BILATERAL) == (dict(sxy=3, compat=3), dict(sxy=80, srgb=13, compat=10))
 
 def test_stage_run_and_old_spellings(fixture, tmp_path, capsys):
-    "CRFStage.run returns its summary; the old --t, --workers and --coco_root still work, each with a note naming the new option"
+    "CRFStage.run returns its summary; the old --t, --workers and --voc_root still work, each with a note naming the new option"
     root, ids, seeds = fixture
     res = CRFStage(seeds=str(seeds), out=str(tmp_path/'crf'), root=str(root), split='train', crf_iters=2, processes=1, progress=False).run()
     assert (res['out'], res['images'], res['run'], res['alphas'], res['processes']) == (str(tmp_path/'crf'), 8, 8, (2, 21), 1) and res['seconds'] >= 0
     assert capsys.readouterr().out.startswith('aeft_crf: 8 images run at alphas 2, 21')
     assert json.loads((tmp_path/'crf'/'02'/MANIFEST).read_text())['t'] == 2                  # the manifest keeps its keys
-    r = run('aeft_crf', seeds, '--coco_root', root, '--split', 'train', '--t', 2, '--workers', 1, '--out', tmp_path/'crf', '--progress', 'False')
+    r = run('aeft_crf', seeds, '--voc_root', root, '--split', 'train', '--t', 2, '--workers', 1, '--out', tmp_path/'crf', '--progress', 'False')
     assert r.returncode == 0, r.stderr
-    assert [l for l in r.stderr.splitlines() if ' is now ' in l] == ['aeft_crf: --coco_root is now --root', 'aeft_crf: --t is now --crf_iters', 'aeft_crf: --workers is now --processes']
+    assert [l for l in r.stderr.splitlines() if ' is now ' in l] == ['aeft_crf: --voc_root is now --root', 'aeft_crf: --t is now --crf_iters', 'aeft_crf: --workers is now --processes']
     assert 'aeft_crf: 0 images run at alphas 2, 21' in r.stdout and '8 already done' in r.stdout   # the same settings: nothing left to run
     with pytest.raises(SystemExit, match=r'aeft_crf: --crf_iters is given twice \(as --crf_iters and as --t\)'): aeft_crf(argv(seeds, t=2, crf_iters=2))
 

@@ -69,14 +69,14 @@ def test_errors(root, tmp_path):
     assert message('--t_min', 'low') == "aeft_eval: --t_min must be a number, got 'low'"
 
 def test_old_spelling_and_summary(root, tmp_path, capsys):
-    "--coco_root, the old spelling of --root, still works and says so; the command returns run()'s summary"
+    "--voc_root, the old spelling of --root, still works and says so; the command returns run()'s summary"
     voc = voc_root(root)
     for id in (voc/'ImageSets/Segmentation/train.txt').read_text().split():
         m = np.asarray(Image.open(voc/'SegmentationClass'/f'{id}.png'))
         save_seeds({int(k) - 1: (m == k).astype(np.float32) for k in np.unique(m) if 0 < k < 255}, tmp_path/f'{id}.npy')
-    summary = aeft_eval([str(tmp_path), '--coco_root', str(root), '--out', str(tmp_path/'eval'), '--progress', 'False'])
+    summary = aeft_eval([str(tmp_path), '--voc_root', str(root), '--out', str(tmp_path/'eval'), '--progress', 'False'])
     out, err = capsys.readouterr()
-    assert err.splitlines() == ['aeft_eval: --coco_root is now --root'] and out.splitlines()[-1].startswith('aeft_eval: swept 80 thresholds')
+    assert err.splitlines() == ['aeft_eval: --voc_root is now --root'] and out.splitlines()[-1].startswith('aeft_eval: swept 80 thresholds')
     res = json.loads((tmp_path/'eval'/'seed_eval.json').read_text())
     assert {k: summary[k] for k in ('out', 'images', 'miou', 'threshold', 'chosen_on', 'evaluated_on')} == \
            dict(out=str(tmp_path/'eval'), images=8, miou=1.0, threshold=res['threshold'], chosen_on='train', evaluated_on='train')

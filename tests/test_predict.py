@@ -218,15 +218,15 @@ def test_errors(setup, tmp_path):
     assert 'but no manifest.json' in message(ckpt, *base, '--scales', '1.0')
 
 def test_old_spellings_and_ids(setup, tmp_path, capsys):
-    "--crf and --coco_root, the old spellings of --crf_settings and --root, still work and say so; --ids predicts and scores the listed images"
+    "--crf and --voc_root, the old spellings of --crf_settings and --root, still work and say so; --ids predicts and scores the listed images"
     t, root, ckpt = setup
-    assert message(ckpt, '--coco_root', root, '--crf', 'dense') == "aeft_predict: --crf_settings must be one of released, deeplab, seam, got 'dense'"
-    assert capsys.readouterr().err.splitlines() == ['aeft_predict: --coco_root is now --root', 'aeft_predict: --crf is now --crf_settings']
+    assert message(ckpt, '--voc_root', root, '--crf', 'dense') == "aeft_predict: --crf_settings must be one of released, deeplab, seam, got 'dense'"
+    assert capsys.readouterr().err.splitlines() == ['aeft_predict: --voc_root is now --root', 'aeft_predict: --crf is now --crf_settings']
     ids = SplitImages(root, 'val').ids[:2]
     (tmp_path/'two.txt').write_text('\n'.join(ids) + '\n')
-    summary = aeft_predict([str(ckpt), '--coco_root', str(root), '--ids', str(tmp_path/'two.txt'), '--out', str(tmp_path/'run'), '--scales', '1.0',
+    summary = aeft_predict([str(ckpt), '--voc_root', str(root), '--ids', str(tmp_path/'two.txt'), '--out', str(tmp_path/'run'), '--scales', '1.0',
                             '--crf', 'seam', '--progress', 'False'])
-    assert 'aeft_predict: --coco_root is now --root' in capsys.readouterr().err
+    assert 'aeft_predict: --voc_root is now --root' in capsys.readouterr().err
     out = tmp_path/'run'/'two'
     assert (summary['out'], summary['split'], summary['images']) == (str(out), 'two', 2)
     assert sorted(p.name for p in out.glob('20*.png')) == sorted(f'{i}.png' for i in ids)

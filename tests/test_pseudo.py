@@ -201,7 +201,7 @@ def test_errors(chain, tmp_path):
     # an output folder holding masks of other settings, or PNGs of unknown origin
     assert run_pseudo_cli(seeds, ckpt, root, tmp_path/'done', ids=str(_ids_file(tmp_path, ids[:2]))) == 2
     msg = message(out=str(tmp_path/'done'), ids=str(_ids_file(tmp_path, ids[:2])), bg_power=16, crf_iters=0)
-    assert msg == (f"aeft_pseudo: {tmp_path/'done'} holds pseudo masks made with bg_power=19, crf=1, not bg_power=16, crf=0 "
+    assert msg == (f"aeft_pseudo: {tmp_path/'done'} holds pseudo masks made with bg_power=19, not bg_power=16; crf=1, not crf=0 "
                    f"({tmp_path/'done'/MANIFEST}); choose another --out or delete that folder")
     assert 'holds pseudo masks made with seeds=' in message(part, out=str(tmp_path/'done'), ids=str(_ids_file(tmp_path, ids[:2])))
     (tmp_path/'theirs').mkdir(); shutil.copy(tmp_path/'done'/f'{ids[0]}.png', tmp_path/'theirs')
@@ -220,16 +220,16 @@ def test_errors(chain, tmp_path):
     assert "split 'test' must be one of" in message(split='test')
 
 def test_stage_run_and_old_spellings(chain, tmp_path, capsys):
-    "PseudoStage.run returns its summary; the old --crf, --workers and --coco_root still work, each with a note naming the new option"
+    "PseudoStage.run returns its summary; the old --crf, --workers and --voc_root still work, each with a note naming the new option"
     root, ids, seeds, ckpt = chain
     few = str(_ids_file(tmp_path, ids[:2]))
     res = PseudoStage(seeds=str(seeds), ckpt=str(ckpt), out=str(tmp_path/'new'), root=str(root), ids=few, crf_iters=0, processes=1, progress=False).run()
     assert {k: res[k] for k in ('out', 'images', 'written', 'walk', 'processes')} == dict(out=str(tmp_path/'new'), images=2, written=2, walk='sparse', processes=1)
     assert capsys.readouterr().out.startswith('aeft_pseudo: 2 pseudo masks written')
     assert json.loads((tmp_path/'new'/MANIFEST).read_text())['crf'] == 0                     # the manifest keeps its keys
-    r = run('aeft_pseudo', seeds, ckpt, '--coco_root', root, '--ids', few, '--crf', 0, '--workers', 1, '--out', tmp_path/'old', '--progress', 'False')
+    r = run('aeft_pseudo', seeds, ckpt, '--voc_root', root, '--ids', few, '--crf', 0, '--workers', 1, '--out', tmp_path/'old', '--progress', 'False')
     assert r.returncode == 0, r.stderr
-    assert [l for l in r.stderr.splitlines() if ' is now ' in l] == ['aeft_pseudo: --coco_root is now --root', 'aeft_pseudo: --crf is now --crf_iters', 'aeft_pseudo: --workers is now --processes']
+    assert [l for l in r.stderr.splitlines() if ' is now ' in l] == ['aeft_pseudo: --voc_root is now --root', 'aeft_pseudo: --crf is now --crf_iters', 'aeft_pseudo: --workers is now --processes']
     assert 'aeft_pseudo: 2 pseudo masks written' in r.stdout and '(1 process, sparse walk)' in r.stdout
     assert all((read_mask(tmp_path/'old'/f'{id}.png') == read_mask(tmp_path/'new'/f'{id}.png')).all() for id in ids[:2])
 

@@ -57,7 +57,7 @@ def test_sigkill_at_a_random_moment_then_resume_gives_the_same_weights(fixture, 
     net, cfg = load_segmenter(tmp_path/'a'/'last.pt', backbone='tiny', num_classes=21)
     assert (cfg.epochs, cfg.crop_size, cfg.width) == (6, 48, 8) and not net.training
     with torch.no_grad(): assert net(torch.zeros(1, 3, 40, 56)).shape == (1, 21, 10, 14)
-    with pytest.raises(ValueError, match=r"holds another network; \(asked for, stored\): \{'num_classes': \(7, 21\)\}"):
+    with pytest.raises(ValueError, match="holds a network made with num_classes=21, not num_classes=7"):
         load_segmenter(tmp_path/'a'/'last.pt', num_classes=7)
     m = message(str(masks), root=str(root), out=str(tmp_path/'a'), resume=True, num_classes=7)
     assert "last.pt was written with another config" in m and "'num_classes': (7, 21)" in m     # resuming for another class count
