@@ -20,7 +20,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from .core import atomic_write
 from .artefacts import save_mask, read_coco_mask   # their home is aeft.artefacts
-from .voc import cache_dir, load_image, normalize, train_transform, _atomic_tree, _colour, _stamp, _write_cache
+from .voc import cache_dir, load_image, normalize, train_transform, atomic_tree, class_colour, file_stamp, write_cache
 
 # %% ../nbs/11_coco.ipynb #ae4afdc2
 COCO_CATEGORIES = (
@@ -192,7 +192,7 @@ def _segmentation(seg, h, w):
 def write_tiny_coco(dest, n_random=(10, 5), seed=0, overwrite=False, quality=95):
     "Write a small COCO 2014 dataset as `dest` (train2014/, val2014/, annotations/), atomically: the images of `TINY_COCO` and `n_random` (train, val) random ones"
     rng, ann_id = np.random.default_rng(seed), 0
-    with _atomic_tree(dest, overwrite) as tmp:
+    with atomic_tree(dest, overwrite) as tmp:
         (tmp/'annotations').mkdir()
         for split, n in zip(COCO_SPLITS, n_random):
             (tmp/f'{split}2014').mkdir()
@@ -205,7 +205,7 @@ def write_tiny_coco(dest, n_random=(10, 5), seed=0, overwrite=False, quality=95)
                 img = rng.normal(110, 25, (h, w, 3))
                 for c, seg, crowd in objs:
                     rle = _segmentation(seg, h, w); inside = mask_utils.decode(rle).astype(bool)
-                    img[inside] = _colour(CLASS_OF[c]) + rng.normal(0, 12, (inside.sum(), 3))
+                    img[inside] = class_colour(CLASS_OF[c]) + rng.normal(0, 12, (inside.sum(), 3))
                     ann_id += 1
                     anns.append(dict(id=ann_id, image_id=image_id, category_id=c, segmentation=seg, iscrowd=crowd,
                                      area=float(mask_utils.area(rle)), bbox=mask_utils.toBbox(rle).tolist()))
@@ -247,12 +247,12 @@ def _read_index(path, ann):
 def coco_index(root, split, progress=True):
     "{id: {image_id, file, height, width, annotations, labels}} of every image of `split`'s annotation file, cached in `cache_dir()` while that file is unchanged"
     ann = annotation_file(root, split)
-    path, stamp = index_cache(root, split), _stamp(ann)
+    path, stamp = index_cache(root, split), file_stamp(ann)
     c = _read_index(path, ann)
     if c is not None and c['stamp'] == stamp: return c['images']
     if progress: print(f"reading {ann}" + (" again: it changed since it was cached" if c is not None else ''))
     images = _index(read_instances(ann))
-    _write_cache(path, dict(annotations=str(ann.resolve()), stamp=stamp, images=images))
+    write_cache(path, dict(annotations=str(ann.resolve()), stamp=stamp, images=images))
     return images
 
 def coco_split(root, split, verbose=True):
@@ -299,7 +299,7 @@ def coco_masks(root, split, ids=None, progress=True):
     unknown = [i for i in ids if i not in index]
     if unknown: raise ValueError(f"image id {unknown[0]!r} is not in {ann}" + (f" ({len(unknown)} ids are not)" if len(unknown) > 1 else ''))
     folder = mask_folder(root, split)
-    _manifest(folder, dict(annotations=str(ann.resolve()), stamp=_stamp(ann), convention=MASK_CONVENTION))
+    _manifest(folder, dict(annotations=str(ann.resolve()), stamp=file_stamp(ann), convention=MASK_CONVENTION))
     todo = [i for i in dict.fromkeys(ids) if not (folder/f'{i}.png').is_file()]
     if todo:
         coco = read_instances(ann)

@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['VOC_CLASSES', 'KNOWN_SIZES', 'LAYOUT', 'LABEL_SOURCES', 'voc_root', 'find_sbd', 'read_ids', 'sbd_ids', 'voc_splits',
-           'write_voc_image', 'write_tiny_voc', 'labels_from_mask', 'labels_from_xml', 'cache_dir', 'label_cache',
-           'image_labels', 'label_differences', 'load_image', 'RandomLongSide', 'normalize', 'train_transform',
-           'VOCDataset', 'voc_train_dataset', 'to_voc']
+           'write_voc_image', 'atomic_tree', 'class_colour', 'write_tiny_voc', 'labels_from_mask', 'labels_from_xml',
+           'cache_dir', 'label_cache', 'file_stamp', 'write_cache', 'image_labels', 'label_differences', 'load_image',
+           'RandomLongSide', 'normalize', 'train_transform', 'VOCDataset', 'voc_train_dataset', 'to_voc']
 
 # %% ../nbs/10_voc.ipynb #df8f9ff8
 import hashlib, json, os, shutil, tempfile, warnings, xml.etree.ElementTree as ET
@@ -132,7 +132,7 @@ def write_voc_image(voc, id, image, objects=(), mask=None, quality=95):
 
 # %% ../nbs/10_voc.ipynb #4eb3197c
 @contextmanager
-def _atomic_tree(dst, overwrite=False):
+def atomic_tree(dst, overwrite=False):
     "A temporary folder beside `dst` that replaces `dst` when the block completes, or is removed if it fails; a non-empty `dst` is replaced only if `overwrite`"
     dst = Path(dst)
     if dst.exists() and not dst.is_dir(): raise FileExistsError(f"{dst} exists and is not a folder")
@@ -152,7 +152,9 @@ def _atomic_tree(dst, overwrite=False):
 # %% ../nbs/10_voc.ipynb #766f0d3b
 _FIXTURE = dict(train=range(0, 8), val=range(8, 14), sbd_train=range(4, 20), sbd_val=range(12, 22), n=24, sbd_omits=19)
 
-def _colour(k): return np.array([(k*67) % 200 + 40, (k*131) % 200 + 40, (k*29 + 90) % 200 + 40])
+def class_colour(k):
+    "The RGB colour (3,) the fixtures draw class `k` in"
+    return np.array([(k*67) % 200 + 40, (k*131) % 200 + 40, (k*29 + 90) % 200 + 40])
 
 def _draw(rng, h, w, classes):
     "A noisy image, its mask with one or two shapes per class (255 on a 1-pixel boundary), and each visible shape's class and VOC box"
@@ -165,7 +167,7 @@ def _draw(rng, h, w, classes):
             inside = (yy >= y0) & (yy < y0 + bh) & (xx >= x0) & (xx < x0 + bw)
             if rng.random() < 0.5:
                 inside &= ((yy - y0 - bh/2)/(bh/2))**2 + ((xx - x0 - bw/2)/(bw/2))**2 <= 1
-            img[inside] = _colour(k) + rng.normal(0, 12, (inside.sum(), 3)); mask[inside] = k + 1
+            img[inside] = class_colour(k) + rng.normal(0, 12, (inside.sum(), 3)); mask[inside] = k + 1
             of.append(k); inst[inside] = len(of)
     objects = []
     for j, k in enumerate(of):                                  # the box of what is left visible of each shape
@@ -182,7 +184,7 @@ def write_tiny_voc(dest, classes=(0, 1, 2, 3), sizes=(37, 71), sbd='mat', seed=0
     if sbd not in ('mat', 'png', None): raise ValueError(f"`sbd` must be 'mat', 'png' or None, got {sbd!r}")
     rng, f = np.random.default_rng(seed), _FIXTURE
     ids = [f'2026_{i:06d}' for i in range(f['n'])]
-    with _atomic_tree(dest, overwrite) as tmp:
+    with atomic_tree(dest, overwrite) as tmp:
         voc = tmp/'VOCdevkit'/'VOC2012'
         for sub in ('SegmentationClass', 'ImageSets/Segmentation'): (voc/sub).mkdir(parents=True)
         sbd_dir = tmp/'benchmark_RELEASE'/'dataset' if sbd == 'mat' else voc/'SegmentationClassAug'
@@ -253,20 +255,22 @@ def _label_file(voc, id, sbd, labels):
     if p is not None: return p, src
     return (xml, 'xml') if xml.is_file() else (None, None)
 
-def _stamp(p): s = Path(p).stat(); return [s.st_size, s.st_mtime_ns]
+def file_stamp(p):
+    "[size in bytes, modification time in ns] of the file `p`: what the caches compare to know that a file is unchanged"
+    s = Path(p).stat(); return [s.st_size, s.st_mtime_ns]
 
 def _labels_of(voc, id, sbd, labels):
     "The labels of `id` from `labels` ('xml' or 'masks'), else from the other source, with where they came from and that file's size and time"
     p, src = _label_file(voc, id, sbd, labels)
     if p is None: raise FileNotFoundError(f"image {id!r} has no annotation {voc/'Annotations'/f'{id}.xml'} and no mask in {voc/'SegmentationClass'} or SBD\n{LAYOUT}")
-    stamp = _stamp(p)
+    stamp = file_stamp(p)
     found = labels_from_xml(p) if src == 'xml' else labels_from_mask(read_mask(p, voc/'JPEGImages'/f'{id}.jpg'))
     return dict(labels=found, source=src, stamp=stamp)
 
 def _fresh(entry, voc, id, sbd, labels):
     "Whether the cached `entry` of `id` still holds: its labels would come from the same file, unchanged in size and time"
     p, src = _label_file(voc, id, sbd, labels)
-    return p is not None and src == entry['source'] and _stamp(p) == entry['stamp']
+    return p is not None and src == entry['source'] and file_stamp(p) == entry['stamp']
 
 def _valid_entry(e):
     return (isinstance(e, dict) and e.get('source') in ('xml', 'SegmentationClass', 'SBD', 'SegmentationClassAug')
@@ -292,8 +296,8 @@ def _read_cache(path, labels, data):
                          "their source and file stamp: delete it to rebuild it")
     return c['images']
 
-def _write_cache(path, content):
-    "Write the label cache `path` atomically; a folder that cannot be written is reported, not fatal"
+def write_cache(path, content):
+    "Write the cache file `path` (the JSON of `content`) atomically; a folder that cannot be written is reported, not fatal"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, lambda f: f.write(json.dumps(content).encode()))
@@ -315,7 +319,7 @@ def image_labels(root, ids, sbd=None,
     todo = [i for i in unique if i not in stored or not _fresh(stored[i], voc, i, sbd, labels)]
     if todo:   # every file is read and checked before anything is written
         stored.update({id: _labels_of(voc, id, sbd, labels) for id in (progress_bar(todo, leave=False) if progress else todo)})
-        _write_cache(path, dict(labels=labels, **data, images=stored))
+        write_cache(path, dict(labels=labels, **data, images=stored))
     other = [i for i in unique if (stored[i]['source'] == 'xml') != (labels == 'xml')]
     if other: print(f"labels={labels!r}: {len(other):,} of {len(unique):,} images have no " +
                     ("XML annotation; their labels come from their masks" if labels == 'xml' else "mask; their labels come from their XML annotations"))
@@ -425,7 +429,7 @@ def to_voc(splits, root, boundary=1, quality=95, overwrite=False, names=None):
     if any(d.cfg.num_classes != K for d in splits.values()): raise ValueError("the datasets in `splits` must have the same classes")
     names = list(names or VOC_CLASSES[:K])
     if len(names) < K: raise ValueError(f"`names` must name the {K} classes, got {names}")
-    with _atomic_tree(root/'VOCdevkit', overwrite) as tmp:
+    with atomic_tree(root/'VOCdevkit', overwrite) as tmp:
         voc = tmp/'VOC2012'
         for sub in ('JPEGImages', 'SegmentationClass', 'Annotations', 'ImageSets/Segmentation'): (voc/sub).mkdir(parents=True)
         for split, ds in splits.items():
