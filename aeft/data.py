@@ -11,8 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal
-from .core import setting
-from .voc import VOC_CLASSES, voc_root, voc_splits, find_sbd, load_mask, read_ids
+from .core import setting, voc_palette
+from .voc import VOC_CLASSES, voc_root, voc_splits, find_sbd, load_mask, read_ids, image_labels
 from .coco import COCO_NAMES, COCO_SPLITS, MASK_CONVENTION, coco_root, coco_index, coco_split, coco_ground_truth, image_folder
 
 # %% ../nbs/11a_data.ipynb #db005bcf
@@ -29,13 +29,15 @@ NAMES = ('background',) + VOC_CLASSES
 
 @dataclass
 class GroundTruth:
-    "A dataset's images and masks: `mask(id)` → uint8 (H, W) labels (0 background, 255 ignored), `ids(split)` → the ids of a split name, the label `names` (background first), `source` (where), `image(id)` → its image file, `root` (the data folder, never written into)"
+    "A dataset's images and masks: `mask(id)` → uint8 (H, W) labels (0 background, 255 ignored), `ids(split)` → the ids of a split name, the label `names` (background first), `source` (where), `image(id)` → its image file, `root` (the data folder, never written into), `labels(id)` → the image's sorted class indices (0-based, background excluded), `palette` → the colours of the mask PNGs (256 RGB triples, flat)"
     mask: Callable
     ids: Callable
     names: tuple
     source: str
     image: Callable
     root: Path
+    labels: Callable = None
+    palette: list = None
 
 def voc_truth(root, sbd=None):
     "VOC's `GroundTruth` under `root`: SegmentationClass masks (SBD's for the other train_aug images), VOC's splits (and 'a-b'), background + 20 classes"
@@ -44,7 +46,14 @@ def voc_truth(root, sbd=None):
         gt, _ = load_mask(voc, id, found)
         if gt is None: raise FileNotFoundError(f"image {id!r} has no ground-truth mask in {voc/'SegmentationClass'} or SBD")
         return gt
-    return GroundTruth(mask, lambda split: _split_ids(root, split, sbd), NAMES, f'VOC masks in {voc}', lambda id: voc/'JPEGImages'/f'{id}.jpg', voc)
+    known = {}
+    def labels(id):
+        if id not in known:                    # the labels of every listed image are read (and cached, aeft.voc.image_labels) at once
+            splits = voc_splits(root, sbd, verbose=False)
+            known.update(image_labels(root, sorted({id, *splits['train_aug'], *splits['val']}), sbd, progress=False))
+        return known[id]
+    return GroundTruth(mask, lambda split: _split_ids(root, split, sbd), NAMES, f'VOC masks in {voc}', lambda id: voc/'JPEGImages'/f'{id}.jpg', voc,
+                       labels, voc_palette())
 
 def coco_truth(root, progress=True):
     "COCO 2014's `GroundTruth` under `root`: `aeft.coco` masks (a split's made once, on its first image), the annotated images of 'train' and 'val', background + 80 classes"
@@ -59,7 +68,9 @@ def coco_truth(root, progress=True):
         if s not in made: made[s] = coco_ground_truth(root, s, progress=progress)[0]
         return made[s](id)
     def image(id): s = split_of(id); return image_folder(root, s)/index[s][id]['file']
-    return GroundTruth(mask, lambda split: coco_split(root, split, verbose=False), COCO_NAMES, f'COCO 2014 masks of {root} ({MASK_CONVENTION})', image, root)
+    def labels(id): s = split_of(id); return list(index[s][id]['labels'])
+    return GroundTruth(mask, lambda split: coco_split(root, split, verbose=False), COCO_NAMES, f'COCO 2014 masks of {root} ({MASK_CONVENTION})', image, root,
+                       labels, voc_palette())
 
 # %% ../nbs/11a_data.ipynb #b62d5234
 DATA = dict(voc='train_aug', coco='train', shapes=None)   # dataset: the split the stages after the classifier run on by default
