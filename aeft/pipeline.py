@@ -48,10 +48,10 @@ def named_recipe(name):
         return dict(recipe=name, data=name, train={}, cam=dict(split=DATA[name]), crf={}, affinity={}, pseudo={}, segment={}, predict={})
     if name != 'synthetic': raise ValueError(f"the recipe must be 'voc', 'coco', 'synthetic' or a TOML file, got {name!r}")
     k = TrainConfig.synthetic().num_classes   # the shapes' classes, which the seeds hold
-    return dict(recipe='synthetic', data='voc', train=dict(data='shapes', n_train=1000, n_val=200, epochs=16, warmup=8),
+    return dict(recipe='synthetic', data='voc', train=dict(data='shapes', n_train=1000, n_val=200),
                 cam=dict(split='train', scales=(1.0, 1.5), device='cpu'), crf=dict(num_classes=k), pseudo=dict(num_classes=k, device='cpu'),
-                affinity=_changed(AffinityConfig.synthetic(epochs=4, device='cpu'), AffinityConfig()),
-                segment=_changed(SegmentConfig.synthetic(iterations=300, num_classes=21), SegmentConfig()), predict=dict(scales=(1.0,), device='cpu'))
+                affinity=_changed(AffinityConfig.synthetic(device='cpu'), AffinityConfig()),
+                segment=_changed(SegmentConfig.synthetic(iterations=1000, num_classes=21), SegmentConfig()), predict=dict(scales=(1.0,), device='cpu'))
 
 # %% ../nbs/23a_pipeline.ipynb #fd8c134c
 def _toml_value(v):
@@ -240,4 +240,4 @@ def aeft_run(argv=None):
         out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
         rows = run_recipe(r, out, a.start, a.until, parse_value(a.progress, bool, 'progress'))
     print(report(r, rows, out), end='')
-    return rows
+    return rows if argv is not None else None   # a console script exits with what it returns: None is status 0
