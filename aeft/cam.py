@@ -174,7 +174,7 @@ def _scales(v):
     text = v if isinstance(v, str) else ','.join(map(str, v))
     try: s = tuple(float(x) for x in (v.split(',') if isinstance(v, str) else v) if str(x).strip())
     except (TypeError, ValueError): raise ValueError(f"--scales must be comma-separated numbers, e.g. 0.5,0.75,1.0, got {text!r}") from None
-    if not s or min(s) <= 0: raise ValueError(f"--scales must hold at least one positive scale, got {text!r}")
+    if not s or min(s) <= 0: raise ValueError(f"--scales must be one or more positive scales, got {text!r}")
     return s
 
 @dataclass

@@ -125,12 +125,18 @@ def flat(cfg):
 
 def _show(v): return ','.join(map(str, v)) if isinstance(v, tuple) else v
 
+class _Parser(argparse.ArgumentParser):
+    "An `argparse` parser whose errors (an unknown option, a missing value) are a ValueError, which `cli_errors` makes one line"
+    def error(self, message): raise ValueError(f"{message} ({self.prog} --help lists the options)")
+
 def parser(cls, name, positional=(), old=None, doc=None):
-    "The `argparse` parser of the command `name` for config `cls` (see `command`); every value arrives as text"
-    p = argparse.ArgumentParser(prog=name, description=doc or (cls.__doc__ or '').split('\n')[0])
+    "The `argparse` parser of the command `name` for config `cls` (see `command`); every value arrives as text; no abbreviated options"
+    p = _Parser(prog=name, description=doc or (cls.__doc__ or '').split('\n')[0], allow_abbrev=False)
     for o in options(cls).values():
         preset = ' with --data voc; the preset of --data decides' if hasattr(o.owner, 'from_options') else ''
-        h = (o.help + ' ' if o.help else '') + (f"(one of {', '.join(map(str, typing.get_args(o.tp)))}; " if typing.get_origin(o.tp) is Literal else '(') + f"default {_show(o.default)}{preset})"
+        choices = f"one of {', '.join(map(str, typing.get_args(o.tp)))}" if typing.get_origin(o.tp) is Literal else ''
+        default = '' if o.default is None and 'default' in o.help else f"default {_show(o.default)}{preset}"   # the help says what None means
+        h = (o.help + ' ' if o.help else '') + (f"({'; '.join(s for s in (choices, default) if s)})" if choices or default else '')
         h = h.replace('%', '%%')
         if o.name in positional: p.add_argument(o.name, nargs='?', default=argparse.SUPPRESS, help=h)
         else: p.add_argument(f'--{o.name}', default=argparse.SUPPRESS, help=h, metavar=o.name.upper(), **(dict(nargs='?', const='True') if o.tp is bool else {}))

@@ -144,28 +144,33 @@ def synthetic_data(r, out):
 
 def _record(out, stage): return out/'run'/f'{stage}.json'
 
-def _settings(cfg):
-    "The options of a stage config as JSON values, without those of the run (`RUN_ONLY`)"
-    return json.loads(json.dumps({k: v for k, v in flat(cfg).items() if k not in RUN_ONLY}, default=str))
+def _settings(cfg, out):
+    "The options of a stage config as JSON values, without those of the run (`RUN_ONLY`), folders inside the run folder `out` written as {out}/…"
+    here = lambda v: '{out}' + v[len(str(out)):] if isinstance(v, str) and (v == str(out) or v.startswith(str(out) + '/')) else v
+    return json.loads(json.dumps({k: here(v) for k, v in flat(cfg).items() if k not in RUN_ONLY}, default=str))
 
-def run_stage(r, stage, out, progress=True):
-    "Run `stage` of recipe `r` in the run folder `out` unless it finished with the same options; its record {stage, settings, inputs, out, manifests, seconds, scores}"
+def run_stage(r, stage, out, progress=True, before=()):
+    "Run `stage` of recipe `r` in the run folder `out` unless it finished with the same options on the same outputs of the stages `before` (their records); its record {stage, settings, upstream, inputs, out, manifests, seconds, scores}"
     rec = _record(out, stage)
     if stage == 'data':
         if r['recipe'] != 'synthetic': return None
         t = time.time(); folder = synthetic_data(r, out)
         return dict(stage='data', images=None, settings={}, inputs={}, out=str(folder), manifests={}, seconds=round(time.time() - t, 1), scores={})
     cfg = stage_config(r, stage, out, progress)
-    settings = _settings(cfg)
+    settings, upstream, folder = _settings(cfg, out), {row['stage']: row['manifests'] for row in before}, _wired(stage, out)['out']
     if rec.is_file():
         old = json.loads(rec.read_text())
-        check_same(old['settings'], settings, f"{out} holds stage {stage}", rec, f"choose another --out or delete {old['out']} and {rec}")
+        check_same(old['settings'], settings, f"{out} holds stage {stage}", rec, f"choose another --out or delete {folder} and {rec}")
+        if changed := [s for s in upstream if old.get('upstream', {}).get(s) != upstream[s]]:
+            raise ValueError(f"{out} holds stage {stage} made from other outputs of {', '.join(changed)} than those there now ({rec}); "
+                             f"delete {folder} and {rec} to run it on them")
+        print(f"aeft_run: {stage} finished before with these settings ({rec}); skipped", flush=True)
         return old
     print(f"aeft_run: {stage}", flush=True)
     t = time.time()
     summary = cfg.run() or {}
     seconds = round(time.time() - t, 1)
-    row = dict(stage=stage, images=summary.get('images'), settings=settings, inputs={k: str(v) for k, v in _wired(stage, out).items() if k not in ('out', 'resume')}, out=str(_wired(stage, out)['out']),
+    row = dict(stage=stage, images=summary.get('images'), settings=settings, upstream=upstream, inputs={k: str(v) for k, v in _wired(stage, out).items() if k not in ('out', 'resume')}, out=str(_wired(stage, out)['out']),
                manifests=_manifests(_wired(stage, out)['out']), seconds=seconds, scores=_score(stage, out, r, progress, summary))
     rec.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(rec, lambda f: f.write(json.dumps(row, indent=1).encode()))
@@ -200,7 +205,8 @@ def run_recipe(r, out, start='data', until='predict', progress=True):
             if not (_record(out, s).is_file() or s == 'data'): raise ValueError(f"--from {start}: the earlier stage {s} has not finished in {out} (no {_record(out, s)})")
             if s != 'data': rows.append(json.loads(_record(out, s).read_text()))
             continue
-        rows.append(run_stage(r, s, out, progress))
+        rows.append(run_stage(r, s, out, progress, [row for row in rows if row]))
+    rows += [json.loads(_record(out, s).read_text()) for s in STAGES[j + 1:] if _record(out, s).is_file()]   # finished later stages stay in the report
     report(r, rows, out)
     return rows
 
@@ -235,9 +241,13 @@ def aeft_run(argv=None):
     p.add_argument('--debug', action='store_true', help='show the traceback of every error')
     a = p.parse_args(argv)
     with cli_errors('aeft_run', a.debug):
+        if a.recipe not in ('voc', 'coco', 'synthetic') and not Path(a.recipe).is_file():
+            raise ValueError(f"the recipe must be voc, coco, synthetic or a TOML file, got {a.recipe!r} (no such file)")
         r = named_recipe(a.recipe) if a.recipe in ('voc', 'coco', 'synthetic') else read_recipe(a.recipe)
         if a.dump: print(dump_recipe(r), end=''); return
-        out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
+        out = Path(a.out)
+        if out.exists() and not out.is_dir(): raise ValueError(f"--out {out} is a file, not a folder")
+        out.mkdir(parents=True, exist_ok=True)
         rows = run_recipe(r, out, a.start, a.until, parse_value(a.progress, bool, 'progress'))
     print(report(r, rows, out), end='')
     return rows if argv is not None else None   # a console script exits with what it returns: None is status 0
