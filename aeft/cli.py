@@ -7,7 +7,7 @@ __all__ = ['field_docs', 'parse_value', 'Option', 'options', 'build', 'flat', 'p
 
 # %% ../nbs/00a_cli.ipynb #4c193974
 import argparse, ast, sys, typing
-from dataclasses import MISSING, asdict, dataclass, fields, is_dataclass
+from dataclasses import MISSING, dataclass, fields, is_dataclass
 from typing import Literal
 from fastcore.docments import docments
 from .core import cli_errors

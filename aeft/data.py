@@ -7,7 +7,6 @@ __all__ = ['NAMES', 'DATA', 'OLD_DATA', 'GroundTruth', 'voc_truth', 'coco_truth'
            'DataOptions']
 
 # %% ../nbs/11a_data.ipynb #ead04338
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal

@@ -8,8 +8,7 @@ __all__ = ['STAGES', 'CLASSES', 'WIRED', 'RUN_ONLY', 'COMMANDS', 'PAPER', 'SHARE
            'meaning', 'all_options', 'option_table', 'aeft_run']
 
 # %% ../nbs/23a_pipeline.ipynb #2bc6125d
-import json, re, sys, time, tomllib
-from dataclasses import dataclass, fields
+import json, re, time, tomllib
 from pathlib import Path
 from .core import atomic_write, cli_errors, file_sha256
 from .artefacts import check_same
@@ -69,7 +68,7 @@ def stage_options(r, stage):
 
 def dump_recipe(r):
     "Recipe `r` as TOML text: its name and data, then a table per stage with every option"
-    lines = [f"# aeft_run recipe: every stage's options (aeft_<stage> --help says what each means); run it with aeft_run FILE --out DIR",
+    lines = ["# aeft_run recipe: every stage's options (aeft_<stage> --help says what each means); run it with aeft_run FILE --out DIR",
              f"recipe = {_toml_value(r['recipe'])}"] + [f"{k} = {_toml_value(r[k])}" for k in SHARED if r.get(k) is not None]
     for s in CLASSES:
         opts, given = options(CLASSES[s]), r.get(s, {})
