@@ -6,7 +6,7 @@
 __all__ = ['field_docs', 'parse_value', 'Option', 'options', 'build', 'flat', 'parser', 'parse_opts', 'command_values', 'command']
 
 # %% ../nbs/00a_cli.ipynb #4c193974
-import argparse, ast, sys, typing
+import argparse, ast, inspect, sys, typing
 from dataclasses import MISSING, dataclass, fields, is_dataclass
 from typing import Literal
 from fastcore.docments import docments
@@ -109,7 +109,8 @@ def build(cls, values=None, shared=None):
         common = {k: v for k, v in down.items() if k in {g.name for g in fields(tp)} - set(getattr(tp, 'FLAGS', {}))}
         if hasattr(tp, 'from_options'):
             back = {o: n for n, o in getattr(tp, 'FLAGS', {}).items()}   # from_options takes field names
-            held[f.name] = tp.from_options(**{back.get(k, k): v for k, v in sub.items()}, **common)
+            named = {k: v for k, v in down.items() if k in inspect.signature(tp.from_options).parameters}   # e.g. the data, for a config without that field
+            held[f.name] = tp.from_options(**{back.get(k, k): v for k, v in sub.items()}, **{**named, **common})
         else: held[f.name] = build(tp, sub, common)
     return cls(**{k: v for k, v in mine.items() if k in kw or k in shared}, **held)
 

@@ -45,7 +45,7 @@ def named_recipe(name):
     "The settings of recipe `name` ('voc', 'coco' or 'synthetic'): {'recipe', 'data', stage: {option: value}}"
     if name in ('voc', 'coco'):
         return dict(recipe=name, data=name, train={}, cam=dict(split=DATA[name]), crf={}, affinity={}, pseudo={}, segment={}, predict={})
-    if name != 'synthetic': raise ValueError(f"the recipe must be 'voc', 'coco', 'synthetic' or a TOML file, got {name!r}")
+    if name != 'synthetic': raise ValueError(f"the recipe must be voc, coco, synthetic or a TOML file, got {name!r} (no such file)")
     k = TrainConfig.synthetic().num_classes   # the shapes' classes, which the seeds hold
     return dict(recipe='synthetic', data='voc', train=dict(data='shapes', n_train=1000, n_val=200),
                 cam=dict(split='train', scales=(1.0, 1.5), device='cpu'), crf=dict(num_classes=k), pseudo=dict(num_classes=k, device='cpu'),
@@ -240,9 +240,8 @@ def aeft_run(argv=None):
     p.add_argument('--debug', action='store_true', help='show the traceback of every error')
     a = p.parse_args(argv)
     with cli_errors('aeft_run', a.debug):
-        if a.recipe not in ('voc', 'coco', 'synthetic') and not Path(a.recipe).is_file():
-            raise ValueError(f"the recipe must be voc, coco, synthetic or a TOML file, got {a.recipe!r} (no such file)")
-        r = named_recipe(a.recipe) if a.recipe in ('voc', 'coco', 'synthetic') else read_recipe(a.recipe)
+        named = a.recipe in ('voc', 'coco', 'synthetic') or not Path(a.recipe).is_file()   # named_recipe refuses any other name
+        r = named_recipe(a.recipe) if named else read_recipe(a.recipe)
         if a.dump: print(dump_recipe(r), end=''); return
         out = Path(a.out)
         if out.exists() and not out.is_dir(): raise ValueError(f"--out {out} is a file, not a folder")

@@ -346,13 +346,6 @@ class SegmentStage(DataOptions):
     progress: bool = True         # progress bars
     config: SegmentConfig = None  # the network and its training: the recipe of `data` (SegmentConfig.from_options) changed by the options given
 
-    @classmethod
-    def from_options(cls, **kw):
-        "The stage from {option: value} (`aeft.cli.build` calls it): its own fields, and its config from the recipe of its data and the other options"
-        mine, back = {f.name for f in fields(cls)} - {'config'}, {o: n for n, o in SegmentConfig.FLAGS.items()}
-        cfg = SegmentConfig.from_options(kw.get('data', cls.data), **{back.get(k, k): v for k, v in kw.items() if k not in mine})
-        return cls(**{k: v for k, v in kw.items() if k in mine}, config=cfg)
-
     def run(self):
         "Train; returns {'out', 'images' (training images), 'epochs', 'steps', 'seconds'}"
         t0 = time.time()
