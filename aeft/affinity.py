@@ -192,6 +192,7 @@ class AffinityConfig:
     seed: int = 5137                # random seed: 5137, aeft's seed of the released classifier run (train_aff.py sets none)
     select_start: int = 1590        # the walk is scored only at steps past this (with --select_on): 1590, train_aff.py of KAIST-vilab/AEFT (global_step > 1590)
     select_every: int = 200         # steps between two scored walks (with --select_on): 200, train_aff.py (global_step % 200 == 0)
+    select_eval: bool = True        # the network stays in eval mode after the first scored walk (b6, b7 dropout off), as train_aff.py leaves it; False: back to training mode after each walk
     bf16: bool = False              # bfloat16 autocast for the forward pass (the loss in float32; the released code: float32)
     channels_last: bool = False     # channels-last memory layout for the network and its inputs (faster convolutions on GPUs and AMX CPUs)
     compile: bool = False           # train through torch.compile
@@ -397,23 +398,28 @@ def walk_miou(truth, seeds, ids, radius=5, stride=8):
     return evaluate
 
 class WalkSelectCB(Callback):
-    "At every step past `start` that is a multiple of `every`, score the network with `evaluate(model) -> {metric: value}`, log a row of kind 'walk' marked `best` when it beats every earlier step, and keep that step in `out/best.pt` (train_aff.py of KAIST-vilab/AEFT)"
+    "At every step past `start` that is a multiple of `every`, score the network with `evaluate(model) -> {metric: value}`, log a row of kind 'walk' marked `best` when it beats every earlier step, and keep that step in `out/best.pt` (train_aff.py of KAIST-vilab/AEFT); `keep_eval`: the network stays in eval mode from the first walk on, as there"
     order = 5
-    def __init__(self, evaluate, start=SELECT_START, every=SELECT_EVERY, metric='walk_miou'):
+    def __init__(self, evaluate, start=SELECT_START, every=SELECT_EVERY, metric='walk_miou', keep_eval=True):
         if start < 0 or every < 1: raise ValueError(f"need start >= 0 and every >= 1, got start={start}, every={every}")
-        self.evaluate, self.start, self.every, self.metric = evaluate, start, every, metric
+        self.evaluate, self.start, self.every, self.metric, self.keep_eval = evaluate, start, every, metric, keep_eval
     def before_fit(self, learn):
         self.path, self.scored = learn.out/'best.pt', None
+        self.walked = learn.step >= (self.start//self.every + 1)*self.every     # a resumed run past its first scored step
         ck = torch.load(self.path, map_location='cpu', weights_only=True) if learn.main and self.path.is_file() else {}
         self.best, self.best_step = ck.get('value', -np.inf), ck.get('step')     # a resumed run keeps its choice
+    def before_epoch(self, learn):
+        if self.keep_eval and self.walked: learn.model.eval()                  # train_aff.py never calls train() again after its first walk
     def after_batch(self, learn):
         s = learn.step
         if not learn.main or s <= self.start or s % self.every or s == self.scored: return
         self.scored = s
         learn.model.eval()
         with torch.no_grad(): v = self.evaluate(learn.model)[self.metric]
-        learn.model.train()
-        if learn.cfg.freeze_bn: freeze_bn(learn.model)
+        self.walked = True
+        if not self.keep_eval:
+            learn.model.train()
+            if learn.cfg.freeze_bn: freeze_bn(learn.model)
         better = v > self.best or (s == self.best_step and v == self.best)     # or the kept step itself, replayed after an interruption
         learn.write(dict(kind='walk', epoch=learn.epoch, step=s, **{self.metric: v}, best=better))
         if better:
@@ -505,7 +511,7 @@ class AffinityStage(DataOptions):
         missing = [id for id in ids if not ((Path(self.seeds)/f'{id}.npy').is_file() or (Path(self.seeds)/f'{id}.npz').is_file())]
         if missing: raise FileNotFoundError(f"--seeds {self.seeds} has no seed file for {len(missing)} of the {len(ids)} images of --select_on {sel} "
                                             f"(e.g. {', '.join(missing[:3])}); run aeft_cam on them, or give --select_on none")
-        return [WalkSelectCB(walk_miou(truth, self.seeds, ids, cfg.radius, cfg.stride), cfg.select_start, cfg.select_every)]
+        return [WalkSelectCB(walk_miou(truth, self.seeds, ids, cfg.radius, cfg.stride), cfg.select_start, cfg.select_every, keep_eval=cfg.select_eval)]
 
 aeft_affinity = command(AffinityStage, AffinityStage.run, 'aeft_affinity', old=OLD_DATA, expected=(ValueError, OSError, NonFiniteLoss))
 

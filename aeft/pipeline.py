@@ -28,7 +28,7 @@ from .predict import PredictStage
 # %% ../nbs/23a_pipeline.ipynb #b7ede3e8
 STAGES = ('data', 'train', 'cam', 'crf', 'affinity', 'pseudo', 'segment', 'predict')
 CLASSES = dict(train=TrainStage, cam=CAMStage, crf=CRFStage, affinity=AffinityStage, pseudo=PseudoStage, segment=SegmentStage, predict=PredictStage)
-WIRED = dict(train=('out', 'resume'), cam=('out', 'ckpt'), crf=('out', 'seeds'), affinity=('out', 'crf', 'ckpt', 'resume'),   # options aeft_run sets: folders, resuming
+WIRED = dict(train=('out', 'resume'), cam=('out', 'ckpt'), crf=('out', 'seeds'), affinity=('out', 'crf', 'seeds', 'ckpt', 'resume'),   # options aeft_run sets: folders, resuming
              pseudo=('out', 'seeds', 'ckpt'), segment=('out', 'masks', 'resume'), predict=('out', 'ckpt'))
 RUN_ONLY = ('progress',)   # set for the whole run by aeft_run's own option, not part of a stage's settings
 COMMANDS = dict(train='aeft_train', cam='aeft_cam', eval='aeft_eval', crf='aeft_crf', affinity='aeft_affinity', pseudo='aeft_pseudo',
@@ -112,8 +112,8 @@ def _score(stage, out, r, progress, summary):
 def _wired(stage, out):
     "The folders aeft_run gives `stage`"
     return dict(train=dict(out=out/'train', resume=True), cam=dict(out=out/'seeds', ckpt=_classifier(out)), crf=dict(out=out/'crf', seeds=out/'seeds'),
-                affinity=dict(out=out/'affinity', crf=out/'crf', ckpt=_classifier(out), resume=True),
-                pseudo=dict(out=out/'pseudo', seeds=out/'seeds', ckpt=out/'affinity'/'last.pt'),
+                affinity=dict(out=out/'affinity', crf=out/'crf', seeds=out/'seeds', ckpt=_classifier(out), resume=True),
+                pseudo=dict(out=out/'pseudo', seeds=out/'seeds', ckpt=out/'affinity'),   # best.pt when the walk chose a step, else last.pt
                 segment=dict(out=out/'segment', masks=out/'pseudo', resume=True), predict=dict(out=out/'predict', ckpt=out/'segment'/'last.pt'))[stage]
 
 def _manifests(folder):

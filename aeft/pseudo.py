@@ -20,7 +20,7 @@ from fastcore.basics import ifnone
 from fastprogress.fastprogress import progress_bar
 from .core import atomic_write, file_sha256, IMAGENET_STATS, check_outside
 from .artefacts import claim_folder, read_manifest, MANIFEST
-from .affinity import radius_pairs, affinities, load_affinity_model
+from .affinity import radius_pairs, affinities, load_affinity_model, affinity_checkpoint
 from .voc import load_image, save_mask
 from .cam import to_input, load_seeds, seed_file, check_seed_classes
 from .evaluate import as_truth
@@ -222,7 +222,7 @@ def run_pseudo(model, seeds, root, out, ids, beta=BETA, logt=LOGT, bg_power=BG_P
 class PseudoStage(DataOptions):
     "Pseudo masks from seeds and AffinityNet's affinities by the released random walk (infer_aff.py of KAIST-vilab/AEFT)"
     seeds: str = 'runs/seeds'    # folder of seed files: aeft_cam's output (layout psa, irn or npz, read per file)
-    ckpt: str = 'runs/affinity/last.pt'  # checkpoint read: AffinityNet's last.pt, written by aeft_affinity
+    ckpt: str = 'runs/affinity'  # checkpoint read: AffinityNet of aeft_affinity (its folder: best.pt when a step was chosen, else last.pt; or one of them), or PSA's released res38_aff.pth
     out: str = 'runs/pseudo'     # output folder: <id>.png pseudo masks in VOC's palette (labels 0-20; 0-80 for COCO) and manifest.json
     beta: int = BETA             # power of the affinities: 8, hard-coded in infer_aff.py of KAIST-vilab/AEFT (PSA's infer_aff.py: --beta 8)
     logt: int = LOGT             # T squared logt times, t = 2^logt steps: 6, hard-coded in infer_aff.py of KAIST-vilab/AEFT (PSA's: --logt 8)
@@ -236,20 +236,21 @@ class PseudoStage(DataOptions):
     progress: bool = True        # progress bars
 
     def run(self):
-        "Pseudo masks of the images to run (default: train_aug for VOC, as the README of KAIST-vilab/AEFT runs infer_aff.py; train for COCO); {'out', 'images', 'written', 'seconds', 'walk', 'processes'}"
+        "Pseudo masks of the images to run (default: train_aug for VOC, as the README of KAIST-vilab/AEFT runs infer_aff.py; train for COCO); {'out', 'images', 'written', 'seconds', 'walk', 'processes', 'ckpt'}"
         if self.walk not in WALKS: raise ValueError(f"--walk must be one of {', '.join(WALKS)}, got {self.walk!r}")
         dev = 'cuda' if self.device == 'auto' and torch.cuda.is_available() else ('cpu' if self.device == 'auto' else self.device)
-        model, cfg = load_affinity_model(self.ckpt, dev)
+        ckpt = affinity_checkpoint(self.ckpt)
+        model, cfg = load_affinity_model(ckpt, dev)
         truth = self.truth(self.progress)
         todo = self.image_ids(truth)
         processes = self.processes or len(os.sched_getaffinity(0))
-        source = dict(sha256=file_sha256(self.ckpt), backbone=cfg.backbone)   # the checkpoint by its content: it may move
+        source = dict(sha256=file_sha256(ckpt), backbone=cfg.backbone, file=ckpt.name)   # the checkpoint by its content and name: it may move
         t0 = time.time()
         n = run_pseudo(model, self.seeds, truth, self.out, todo, self.beta, self.logt, self.bg_power, self.crf_iters, self.walk, self.radius or cfg.radius,
                        cfg.stride, self.num_classes, source, processes, self.progress)
         s = time.time() - t0
-        print(f"aeft_pseudo: {n} pseudo masks written to {self.out} in {s:.1f}s ({processes} process{'es' if processes > 1 else ''}, {self.walk} walk); {len(todo) - n} already there")
-        return dict(out=str(self.out), images=len(todo), written=n, seconds=s, walk=self.walk, processes=processes)
+        print(f"aeft_pseudo: {n} pseudo masks written to {self.out} in {s:.1f}s ({processes} process{'es' if processes > 1 else ''}, {self.walk} walk, AffinityNet {ckpt}); {len(todo) - n} already there")
+        return dict(out=str(self.out), images=len(todo), written=n, seconds=s, walk=self.walk, processes=processes, ckpt=str(ckpt))
 
 aeft_pseudo = command(PseudoStage, PseudoStage.run, 'aeft_pseudo', positional=('seeds', 'ckpt'), old=dict(OLD_DATA, workers='processes', crf='crf_iters'))
 

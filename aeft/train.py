@@ -69,7 +69,7 @@ class TrainStage(DataOptions):
     out: str = 'runs/train'       # output folder: config.json, log.jsonl, last.pt, best.pt (when an epoch is chosen), curves.png
     init: str = None              # ImageNet weights: the converted ResNet-38d weights for the backbone (aeft_convert_mxnet's output)
     resume: bool = False          # continue OUT/last.pt if there is one
-    select_on: Literal['train', 'val', 'none'] = None   # split whose CAM mIoU picks best.pt: 'val' (default for shapes), VOC 'train' (default, as released: the reported split) or 'val', COCO 'train' or 'val', or 'none' (default for COCO)
+    select_on: Literal['train', 'val', 'none'] = None   # split whose mIoU picks best.pt: the CAM seeds'; 'val' (default for shapes), VOC 'train' (default, as released: the reported split) or 'val', COCO 'train' or 'val', or 'none' (default for COCO)
     workers: int = 0              # DataLoader worker processes (0: loading in the training process, resumes bit-exact; else kept for the whole run)
     prefetch: int = 4             # batches each DataLoader worker prepares ahead
     persistent_workers: bool = True   # keep the DataLoader workers between epochs (with workers > 0)

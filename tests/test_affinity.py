@@ -14,7 +14,14 @@ from aeft.core import IMAGENET_STATS
 from aeft.gpp import TinyBackbone
 from aeft.learner import max_steps
 from aeft.affinity import (radius_pairs, displacements, confident_labels, pair_labels, affinity_loss, random_crop, AffinityDataset, AffinityNet,
-                           AffinityConfig, build_affinity_model, init_affinity, load_affinity_model, train_affinity, aeft_affinity, AffinityStage)
+                           AffinityConfig, build_affinity_model, init_affinity, load_affinity_model, train_affinity, aeft_affinity, AffinityStage,
+                           WalkSelectCB, walk_miou, best_walk, affinities, PSA_HEAD)
+from aeft.learner import Callback, StepLimitCB, read_log
+from aeft.pseudo import PseudoStage, aeft_pseudo
+from aeft.evaluate import evaluate_masks
+from aeft.data import voc_truth
+import torch.nn.functional as F
+from test_weights import random_released_checkpoint, reference_trunk, _bn, _conv
 import test_train
 from test_train import assert_same, weights, steps, ENV
 from test_crf import write_seeds, coco_seeds
@@ -164,6 +171,7 @@ def test_released_defaults():
     assert {k: o[k].default for k in ('low_alpha', 'high_alpha', 'split', 'data', 'backbone', 'bf16', 'epochs', 'lr')} == dict(
         low_alpha=2, high_alpha=21, split=None, data='voc', backbone='resnet38d', bf16=False, epochs=8, lr=0.01)
     assert 'init' not in o and DATA['voc'] == 'train_aug'            # init: derived; --split None: train_aug for VOC, as train_aff.py
+    assert (cfg.select_start, cfg.select_every, o['select_on'].default, o['seeds'].default) == (1590, 200, None, 'runs/seeds')   # global_step > 1590, % 200; None: 'train' for VOC
 
 def test_released_optimiser_groups(tmp_path):
     "PolyOptimizer of train_aff.py: weight decay 5e-4 in SGD's momentum slot, the four new layers at 10× lr with weight decay, no biases"
@@ -224,6 +232,124 @@ def test_sigkill_at_a_random_moment_then_resume_gives_the_same_weights(chain, tm
     drive(tmp_path/'b')
     assert_same(weights(tmp_path/'a'), weights(tmp_path/'b'))
     assert steps(tmp_path/'a', keys) == steps(tmp_path/'b', keys), (k1, k2)
+
+# ---- the step chosen by the walk
+
+class StepCB(Callback):
+    "The learner's step after each batch, read by a stand-in score (runs before WalkSelectCB: lower order)"
+    def after_batch(self, learn): self.step = learn.step
+
+def scored_run(out, scores, limit=None):
+    "The tiny network on random data, 3 epochs of 4 steps, each even step scored by `scores[step]`; `limit`: stop after that many steps (an interruption)"
+    cfg = AffinityConfig(backbone='tiny', width=8, crop=40, batch_size=2, epochs=3, device='cpu', optimizer='corrected', freeze_bn=False)
+    g = torch.Generator().manual_seed(0)
+    ds = TensorDataset(torch.randn(8, 3, 40, 40, generator=g), torch.randint(0, 3, (8, 10, 10), dtype=torch.uint8, generator=g))
+    at = StepCB()
+    cbs = [at, WalkSelectCB(lambda m: {'walk_miou': scores[at.step]}, start=1, every=2)] + ([StepLimitCB(limit)] if limit else [])
+    train_affinity(build_affinity_model(cfg), ds, cfg, out, resume=True, cbs=cbs, progress=False)
+    return [(r['step'], r['walk_miou'], r['best']) for r in read_log(out/'log.jsonl') if r['kind'] == 'walk']
+
+def test_walk_selection_keeps_the_best_step_through_a_resume(tmp_path):
+    "train_aff.py: the best scored step's weights in best.pt, its row marked; killed after a later step and resumed, the kept score is read back, so a worse later step (10) does not replace it"
+    scores = {2: 0.3, 4: 0.7, 6: 0.5, 8: 0.4, 10: 0.6, 12: 0.2}
+    want = [(2, 0.3, True), (4, 0.7, True), (6, 0.5, False), (8, 0.4, False), (10, 0.6, False), (12, 0.2, False)]
+    assert scored_run(tmp_path/'a', scores) == want
+    assert best_walk(tmp_path/'a') == {'best_step': 4, 'walk_miou': 0.7}
+    assert scored_run(tmp_path/'b', scores, limit=9) == want[:4]           # stopped in the third epoch: last.pt holds step 8
+    assert torch.load(tmp_path/'b'/'last.pt', weights_only=False)['step'] == 8 and best_walk(tmp_path/'b')['best_step'] == 4
+    assert scored_run(tmp_path/'b', scores) == want                         # resumed: step 10's 0.6 is below the kept 0.7
+    a, b = (torch.load(d/'best.pt', weights_only=True) for d in (tmp_path/'a', tmp_path/'b'))
+    assert (b['step'], b['epoch'], b['value'], b['metric']) == (4, 0, 0.7, 'walk_miou')
+    for k in a['model']: assert torch.equal(a['model'][k], b['model'][k]), k  # the weights of step 4, not of a later step
+    # the kept step itself replayed (stopped after step 6, the best, past last.pt at step 4): marked again, same weights
+    best6 = {**scores, 6: 0.9}
+    assert scored_run(tmp_path/'c', best6, limit=6)[-1] == (6, 0.9, True)
+    assert scored_run(tmp_path/'c', best6) == [(2, 0.3, True), (4, 0.7, True), (6, 0.9, True), (8, 0.4, False), (10, 0.6, False), (12, 0.2, False)]
+    with pytest.raises(ValueError, match='need start >= 0 and every >= 1'): WalkSelectCB(None, every=0)
+
+def test_select_on_train_walks_the_fixture_and_pseudo_reads_best_pt(chain, tmp_path, capsys):
+    "--select_on train: the real walk of the seeds on VOC train, best.pt's score is the mIoU aeft_pseudo's masks from it get; eval mode kept after the first walk unless --select_eval False; aeft_pseudo reads best.pt from the folder"
+    t, root, ids = chain
+    kw = dict(epochs=2, batch_size=4, lr=0.1, optimizer='corrected', freeze_bn=False)
+    res = call(chain, tmp_path/'sel', select_on='train', seeds=str(t/'seeds'), select_start=1, select_every=1, **kw)
+    rows = [r for r in read_log(tmp_path/'sel'/'log.jsonl') if r['kind'] == 'walk']
+    assert [r['step'] for r in rows] == [2, 3, 4] and all(0 <= r['walk_miou'] <= 1 for r in rows)   # 2 steps an epoch; past step 1
+    best = max(rows, key=lambda r: r['walk_miou'])                         # the first of equal scores
+    assert [r['step'] for r in rows if r['best']][-1] == best['step'] and rows[0]['best']
+    assert (res['best_step'], res['walk_miou']) == (best['step'], best['walk_miou'])
+    assert f"best.pt: step {best['step']}, walk mIoU {100*best['walk_miou']:.2f}" in capsys.readouterr().out
+    # the score kept is what aeft_pseudo's masks from best.pt score on VOC train, and the folder gives best.pt
+    r = PseudoStage(seeds=str(t/'seeds'), ckpt=str(tmp_path/'sel'), out=str(tmp_path/'pseudo'), root=str(root), split='train', processes=1, progress=False).run()
+    assert r['ckpt'] == str(tmp_path/'sel'/'best.pt') and 'AffinityNet ' + r['ckpt'] in capsys.readouterr().out
+    assert json.loads((tmp_path/'pseudo'/'manifest.json').read_text())['model']['file'] == 'best.pt'
+    assert evaluate_masks(tmp_path/'pseudo', root, 'train', progress=False)['miou'] == pytest.approx(best['walk_miou'], abs=1e-12)
+    model, _ = load_affinity_model(tmp_path/'sel'/'best.pt')
+    assert walk_miou(voc_truth(root), t/'seeds', ids, 5, 4)(model) == {'walk_miou': best['walk_miou']}
+    # train_aff.py leaves the network in eval mode after its first walk (here: BatchNorm on its running statistics from then on);
+    # --select_eval False returns it to training mode, and scoring then changes nothing in training (no random draws): last.pt as without selection
+    call(chain, tmp_path/'none', select_on='none', **kw)
+    call(chain, tmp_path/'back', select_on='train', seeds=str(t/'seeds'), select_start=1, select_every=1, select_eval=False, **kw)
+    assert_same(weights(tmp_path/'back'), weights(tmp_path/'none'))
+    assert not torch.equal(weights(tmp_path/'sel')['f9.weight'], weights(tmp_path/'none')['f9.weight'])
+    assert not (tmp_path/'none'/'best.pt').exists()
+    # the released start on a short run: nothing scored, said; no seeds for the images: refused by name; a folder with best.pt not resumed: refused
+    call(chain, tmp_path/'short', select_on='train', seeds=str(tmp_path/'nowhere'), batch_size=4, epochs=1)
+    assert "the run's 2 steps end before --select_start 1590: no step is scored (--select_on train), last.pt only" in capsys.readouterr().out
+    (tmp_path/'empty').mkdir()
+    with pytest.raises(SystemExit, match=rf"--seeds .*empty has no seed file for {len(ids)} of the {len(ids)} images of --select_on train \(e.g. {ids[0]}"):
+        call(chain, tmp_path/'o', select_on='train', seeds=str(tmp_path/'empty'), select_start=0)
+    (tmp_path/'sel'/'last.pt').unlink()
+    with pytest.raises(SystemExit, match=r"best.pt exists: resume it \(--resume\) or choose another --out"): call(chain, tmp_path/'sel', **kw)
+
+# ---- PSA's released AffinityNet
+
+def psa_affinity_dict(seed=0):
+    "A random state dict in the layout of PSA's res38_aff.pth: the ResNet-38d trunk of the released key list, f8_3, f8_4, f8_5, f9; no num_batches_tracked (older torch)"
+    sd = {k: v for k, v in random_released_checkpoint(seed).items() if not k.startswith(('fc8', 'fc9', 'bn8', 'gconv')) and not k.endswith('num_batches_tracked')}
+    g = torch.Generator().manual_seed(seed + 1)
+    for k, (o, i), c in zip(PSA_HEAD, [(64, 512), (128, 1024), (256, 4096), (448, 448)], (0.02, 0.008, 0.004, 0.3)):   # c: the trunk's random taps are large;
+        sd[k] = torch.randn(o, i, 1, 1, generator=g)*c*(2/i)**0.5                                                          # small weights keep affinities away from 0
+    return sd
+
+def psa_reference(sd, x, radius=5):
+    "(embedding, affinities) of network/resnet38_aff.py `Net.forward` on network/resnet38d.py `forward_as_dict`, re-stated from PSA's released code for checking"
+    x, taps = reference_trunk(sd, x)
+    conv4, conv5, conv6 = taps['b5'], taps['b6'], F.relu(_bn(sd, x, 'bn7'))
+    f = F.elu(_conv(sd, torch.cat([F.elu(_conv(sd, conv4, 'f8_3')), F.elu(_conv(sd, conv5, 'f8_4')), F.elu(_conv(sd, conv6, 'f8_5'))], 1), 'f9'))
+    h, w = f.shape[-2:]                                                     # tool/pyutils.py get_indices_of_pairs
+    search = [(0, dx) for dx in range(1, radius)] + [(dy, dx) for dy in range(1, radius) for dx in range(-radius + 1, radius) if dx*dx + dy*dy < radius*radius]
+    r, full = radius - 1, np.arange(h*w).reshape(h, w)
+    ind_from = full[:-r, r:-r].reshape(-1)
+    ind_to = np.concatenate([full[dy:dy + h - r, r + dx:r + dx + w - 2*r].reshape(-1) for dy, dx in search])
+    v = f.view(f.shape[0], f.shape[1], -1)
+    ff = v[:, :, torch.from_numpy(ind_from)].unsqueeze(2)
+    ft = v[:, :, torch.from_numpy(ind_to)].view(v.shape[0], v.shape[1], -1, ff.shape[3])
+    return f, torch.exp(-torch.mean(torch.abs(ft - ff), dim=1)).view(v.shape[0], -1)
+
+def test_psa_released_affinitynet_layout_gives_the_released_embeddings_and_affinities(tmp_path):
+    "A random dict in PSA's res38_aff.pth layout, saved with DataParallel's module. prefixes: loaded by its keys, the embedding and every pair's affinity are the released network's"
+    sd = psa_affinity_dict()
+    torch.save({'module.' + k: v for k, v in sd.items()}, tmp_path/'res38_aff.pth')
+    model, cfg = load_affinity_model(tmp_path/'res38_aff.pth', backbone='resnet38d')
+    assert (cfg.backbone, cfg.radius, cfg.init, model.training) == ('resnet38d', 5, f"psa {tmp_path/'res38_aff.pth'}", False)
+    x = torch.randn(2, 3, 72, 96, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        f, ref_f = model(x), None
+        ref_f, ref_aff = psa_reference(sd, x)
+        aff = affinities(f, radius_pairs(9, 12))
+    assert f.shape == ref_f.shape == (2, 448, 9, 12) and aff.shape == ref_aff.shape == (2, 34*(9 - 4)*(12 - 8))
+    torch.testing.assert_close(f, ref_f, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(aff, ref_aff, rtol=1e-4, atol=1e-6)
+    assert 0.5 < aff.min() and aff.max() < 0.9 and aff.std() > 0.02        # affinities that vary: a real comparison
+    # a dict in neither layout, and one in PSA's with a layer of another shape: refused naming the file
+    torch.save({k: v for k, v in sd.items() if k not in PSA_HEAD}, tmp_path/'trunk.pth')
+    with pytest.raises(ValueError, match=r"trunk.pth is neither an AffinityNet checkpoint of aeft_affinity .* nor PSA's AffinityNet \(res38_aff.pth"):
+        load_affinity_model(tmp_path/'trunk.pth')
+    torch.save({**sd, 'f9.weight': torch.zeros(448, 447, 1, 1)}, tmp_path/'bad.pth')
+    with pytest.raises(ValueError, match=r"bad.pth is not PSA's AffinityNet on ResNet-38d .*0 keys missing .*1 unexpected or of another shape \(f9.weight \(448, 447, 1, 1\), not \(448, 448, 1, 1\)"):
+        load_affinity_model(tmp_path/'bad.pth')
+    with pytest.raises(SystemExit, match=r"aeft_pseudo: .*trunk.pth is neither"):
+        aeft_pseudo([str(tmp_path), str(tmp_path/'trunk.pth'), '--out', str(tmp_path/'o'), '--root', str(tmp_path), '--progress', 'False'])
 
 # ---- the command
 

@@ -32,16 +32,21 @@ def _conv(sd, x, p, stride=1, dil=1):
 BLOCKS = ([('b2', 2, 1, 1), ('b2_1', 1, 1, 1), ('b2_2', 1, 1, 1), ('b3', 2, 1, 1), ('b3_1', 1, 1, 1), ('b3_2', 1, 1, 1), ('b4', 2, 1, 1)]
           + [(f'b4_{i}', 1, 1, 1) for i in range(1, 6)] + [('b5', 1, 1, 2), ('b5_1', 1, 2, 2), ('b5_2', 1, 2, 2), ('b6', 1, 4, 4), ('b7', 1, 4, 4)])
 
-def reference_forward(sd, x):
-    x = _conv(sd, x, 'conv1a')
+def reference_trunk(sd, x):
+    "The trunk's output before bn7 and {block: its BN-ReLU'd input} (PSA's `forward_as_dict` taps conv4, conv5 at b5, b6)"
+    x, taps = _conv(sd, x, 'conv1a'), {}
     for b, stride, d1, d in BLOCKS:
-        a = F.relu(_bn(sd, x, b+'.bn_branch2a'))
+        a = taps[b] = F.relu(_bn(sd, x, b+'.bn_branch2a'))
         short = _conv(sd, a, b+'.conv_branch1', stride) if b+'.conv_branch1.weight' in sd else x
         if b+'.conv_branch2b2.weight' in sd:  # bottleneck: 1x1, dilated 3x3, 1x1
             h = _conv(sd, F.relu(_bn(sd, _conv(sd, a, b+'.conv_branch2a'), b+'.bn_branch2b1')), b+'.conv_branch2b1', 1, d)
             h = _conv(sd, F.relu(_bn(sd, h, b+'.bn_branch2b2')), b+'.conv_branch2b2')
         else: h = _conv(sd, F.relu(_bn(sd, _conv(sd, a, b+'.conv_branch2a', stride, d1), b+'.bn_branch2b1')), b+'.conv_branch2b1', 1, d)
         x = short + h
+    return x, taps
+
+def reference_forward(sd, x):
+    x, _ = reference_trunk(sd, x)
     cam = _conv(sd, F.relu(_conv(sd, F.relu(_bn(sd, x, 'bn7')), 'fc8')), 'fc9')
     size = cam.shape[-2:]
     P = [F.interpolate(F.adaptive_avg_pool2d(cam, r), size=size, mode='bilinear', align_corners=False) for r in (2, 4, 8, 16)]
