@@ -230,7 +230,7 @@ def test_stage_run_and_old_spellings(chain, tmp_path, capsys):
     r = run('aeft_pseudo', seeds, ckpt, '--voc_root', root, '--ids', few, '--crf', 0, '--workers', 1, '--out', tmp_path/'old', '--progress', 'False')
     assert r.returncode == 0, r.stderr
     assert [l for l in r.stderr.splitlines() if ' is now ' in l] == ['aeft_pseudo: --voc_root is now --root', 'aeft_pseudo: --crf is now --crf_iters', 'aeft_pseudo: --workers is now --processes']
-    assert 'aeft_pseudo: 2 pseudo masks written' in r.stdout and '(1 process, sparse walk)' in r.stdout
+    assert 'aeft_pseudo: 2 pseudo masks written' in r.stdout and f'(1 process, sparse walk, AffinityNet {ckpt})' in r.stdout
     assert all((read_mask(tmp_path/'old'/f'{id}.png') == read_mask(tmp_path/'new'/f'{id}.png')).all() for id in ids[:2])
 
 def _ids_file(tmp_path, ids):
