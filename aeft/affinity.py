@@ -386,7 +386,7 @@ def train_affinity(model, ds, cfg, out, resume=False, cbs=(), progress=True, **d
 # %% ../nbs/20_affinity.ipynb #905e3c7e
 def walk_miou(truth, seeds, ids, radius=5, stride=8):
     "An `evaluate` for `WalkSelectCB`: {'walk_miou'} of the pseudo masks of images `ids` of `truth` from their seed files in `seeds`, walked as `aeft.pseudo` does (β 8, 2^6 steps, background power 19, 1 CRF iteration: infer_aff.py of KAIST-vilab/AEFT), against their masks"
-    from .pseudo import walk_image, pseudo_mask     # aeft.pseudo imports this module
+    from aeft.pseudo import walk_image, pseudo_mask  # here: aeft.pseudo imports this module
     files, n = {id: seed_file(seeds, id) for id in ids}, len(truth.names)
     def evaluate(model):
         meter = ConfusionMeter(n)
