@@ -412,14 +412,16 @@ class WalkSelectCB(Callback):
         if self.keep_eval and self.walked: learn.model.eval()                  # train_aff.py never calls train() again after its first walk
     def after_batch(self, learn):
         s = learn.step
-        if not learn.main or s <= self.start or s % self.every or s == self.scored: return
-        self.scored = s
-        learn.model.eval()
-        with torch.no_grad(): v = self.evaluate(learn.model)[self.metric]
-        self.walked = True
+        if s <= self.start or s % self.every or s == self.scored: return
+        self.scored, self.walked = s, True
+        learn.model.eval()                                                      # on every process, so that all train alike
+        if learn.main: self.score(learn, s)
         if not self.keep_eval:
             learn.model.train()
             if learn.cfg.freeze_bn: freeze_bn(learn.model)
+    def score(self, learn, s):
+        "Walk at step `s`, log its row, keep it in `best.pt` if it is the best"
+        with torch.no_grad(): v = self.evaluate(learn.model)[self.metric]
         better = v > self.best or (s == self.best_step and v == self.best)     # or the kept step itself, replayed after an interruption
         learn.write(dict(kind='walk', epoch=learn.epoch, step=s, **{self.metric: v}, best=better))
         if better:

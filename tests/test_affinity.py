@@ -171,7 +171,7 @@ def test_released_defaults():
     assert {k: o[k].default for k in ('low_alpha', 'high_alpha', 'split', 'data', 'backbone', 'bf16', 'epochs', 'lr')} == dict(
         low_alpha=2, high_alpha=21, split=None, data='voc', backbone='resnet38d', bf16=False, epochs=8, lr=0.01)
     assert 'init' not in o and DATA['voc'] == 'train_aug'            # init: derived; --split None: train_aug for VOC, as train_aff.py
-    assert (cfg.select_start, cfg.select_every, o['select_on'].default, o['seeds'].default) == (1590, 200, None, 'runs/seeds')   # global_step > 1590, % 200; None: 'train' for VOC
+    assert (cfg.select_start, cfg.select_every, cfg.select_eval, o['select_on'].default, o['seeds'].default) == (1590, 200, True, None, 'runs/seeds')   # global_step > 1590, % 200; None: 'train' for VOC
 
 def test_released_optimiser_groups(tmp_path):
     "PolyOptimizer of train_aff.py: weight decay 5e-4 in SGD's momentum slot, the four new layers at 10× lr with weight decay, no biases"
