@@ -1,4 +1,4 @@
-"AffinityNet: labels and pairs checked by hand, the loss on hand-computed affinities, SIGKILL then resume, aeft_affinity end to end on the VOC-format fixture (seeds → aeft_crf → aeft_affinity) and on a COCO-format one, and its errors"
+"AffinityNet: labels and pairs checked by hand, the loss on hand-computed affinities, SIGKILL then resume, aeft_affinity end to end on the VOC-format fixture (seeds → aeft_crf → aeft_affinity) and on a COCO-format one, and its errors; the step chosen by the walk (kept through a resume, read by aeft_pseudo) and PSA's released AffinityNet layout against a re-statement of its forward pass"
 import inspect, json, os, random, shutil, subprocess, sys
 from dataclasses import asdict
 from pathlib import Path
