@@ -258,6 +258,8 @@ class PredictStage(DataOptions):
                       f"upload it to the PASCAL VOC evaluation server as a {self.comp} entry ({COMPETITIONS[self.comp]})")
             if len(ds) != VOC_TEST_IMAGES: report += f"\nnote: the server scores all {VOC_TEST_IMAGES:,} test images; these are {len(ds):,}, the {ds.what}"
             summary['archive'] = str(arc)
+        elif truth.has_mask is not None and not any(truth.has_mask(i) for i in ds.ids):   # your own data may come without masks
+            report = f"no masks in {truth.root} to score the {len(ds)} images of {split} against"
         else:
             res = score_predictions(folder, truth, split if split in ('train', 'val') and not self.ids else ds.ids, self.progress, checkpoint=str(self.ckpt), settings=settings)
             report = format_table(res) + f"\nscores: {folder/'scores.json'}; confusion matrix: {folder/'confusion.png'}"
