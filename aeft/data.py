@@ -298,7 +298,7 @@ def cocofile_truth(root):
     def mask(id):
         if not segmented(id): raise FileNotFoundError(f"image {id!r} of {path} has an annotation without a segmentation (a box only), so no mask to score")
         return semantic_mask(coco, by_id[id], class_of)
-    return GroundTruth(mask, _split_of(rows, path), ('background',) + names, f"the polygons and RLE of {path}", lambda id: files[id], root,
+    return GroundTruth(mask, _split_of(rows, path), ('background',) + names, f"polygons and RLE of {path}", lambda id: files[id], root,
                        lambda id: rows[id][1], voc_palette(), segmented)
 
 
