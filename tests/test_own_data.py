@@ -138,3 +138,11 @@ def test_cocofile_errors(tmp_path):
 def ground_truth_of(root):
     from aeft.data import ground_truth
     return ground_truth('cocofile', str(root))
+
+def test_many_classes_masks_round_trip(tmp_path):
+    "K = 120: a prediction PNG in VOC's palette (256 colours) holds labels above COCO's 80 and reads back; a label above K is refused"
+    from aeft.artefacts import save_mask, read_prediction
+    m = np.arange(121, dtype=np.uint8).reshape(11, 11)
+    save_mask(m, tmp_path/'p.png')
+    assert (read_prediction(tmp_path/'p.png', 121) == m).all()
+    with pytest.raises(ValueError, match='has values up to 120; expected a palette or 8-bit PNG of the labels 0-119'): read_prediction(tmp_path/'p.png', 120)
