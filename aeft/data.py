@@ -219,7 +219,9 @@ def folder_truth(root):
     root = _own_root('folder', root)
     names = read_classes(root/'classes.txt')
     rows, lines = read_labels(root/'labels.csv', names)
-    at = lambda id: f"{root/'labels.csv'} line {lines[id]}"
+    def at(id):
+        if id not in lines: raise ValueError(f"image {id!r} is not listed in {root/'labels.csv'}; expected one of its ids (an --ids file holds one whole id per line)")
+        return f"{root/'labels.csv'} line {lines[id]}"
     files = {}
     for p in sorted((root/'images').iterdir()) if (root/'images').is_dir() else []:
         if p.suffix.lower() not in IMAGE_SUFFIXES or p.stem not in rows: continue
@@ -231,11 +233,11 @@ def folder_truth(root):
     sizes = {id: _image_size(files[id], at(id)) for id in rows}
     _warn_unseen(names, rows, root/'labels.csv')
     def mask(id):
-        p = root/'masks'/f'{id}.png'
-        if not p.is_file(): raise FileNotFoundError(f"image {id!r} ({at(id)}) has no mask {p}; masks are optional, but scoring needs them")
+        p, where = root/'masks'/f'{id}.png', at(id)
+        if not p.is_file(): raise FileNotFoundError(f"image {id!r} ({where}) has no mask {p}; masks are optional, but scoring needs them")
         return read_own_mask(p, len(names), sizes[id], at(id))
-    return GroundTruth(mask, _split_of(rows, root/'labels.csv'), ('background',) + names, f"masks in {root/'masks'}", lambda id: files[id], root,
-                       lambda id: rows[id][1], voc_palette(), lambda id: (root/'masks'/f'{id}.png').is_file())
+    return GroundTruth(mask, _split_of(rows, root/'labels.csv'), ('background',) + names, f"masks in {root/'masks'}", lambda id: at(id) and files[id], root,
+                       lambda id: at(id) and rows[id][1], voc_palette(), lambda id: at(id) and (root/'masks'/f'{id}.png').is_file())
 
 
 # %% ../nbs/11a_data.ipynb #4403cf63
@@ -294,12 +296,15 @@ def cocofile_truth(root):
         _image_size(found[0], f"image {im['id']} of {path}")
     rows = {id: ('train', labels_of(coco, i, class_of)) for id, i in by_id.items()}
     _warn_unseen(names, rows, path)
-    segmented = lambda id: all(a.get('segmentation') for a in coco.imgToAnns.get(by_id[id], []))
+    def image_id(id):
+        if id not in by_id: raise ValueError(f"image {id!r} is not listed in {path}; expected the stem of one of its file names")
+        return by_id[id]
+    segmented = lambda id: all(a.get('segmentation') for a in coco.imgToAnns.get(image_id(id), []))
     def mask(id):
         if not segmented(id): raise FileNotFoundError(f"image {id!r} of {path} has an annotation without a segmentation (a box only), so no mask to score")
-        return semantic_mask(coco, by_id[id], class_of)
-    return GroundTruth(mask, _split_of(rows, path), ('background',) + names, f"polygons and RLE of {path}", lambda id: files[id], root,
-                       lambda id: rows[id][1], voc_palette(), segmented)
+        return semantic_mask(coco, image_id(id), class_of)
+    return GroundTruth(mask, _split_of(rows, path), ('background',) + names, f"polygons and RLE of {path}", lambda id: files[id] if image_id(id) is not None else None, root,
+                       lambda id: rows[id][1] if image_id(id) is not None else None, voc_palette(), segmented)
 
 
 # %% ../nbs/11a_data.ipynb #cef83e3b

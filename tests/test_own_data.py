@@ -146,3 +146,14 @@ def test_many_classes_masks_round_trip(tmp_path):
     save_mask(m, tmp_path/'p.png')
     assert (read_prediction(tmp_path/'p.png', 121) == m).all()
     with pytest.raises(ValueError, match='has values up to 120; expected a palette or 8-bit PNG of the labels 0-119'): read_prediction(tmp_path/'p.png', 120)
+
+def test_ids_not_in_the_data(tmp_path):
+    "An --ids file naming an image the data does not list: one line naming the file it is missing from"
+    root = _folder(tmp_path); (tmp_path/'seeds').mkdir(); (tmp_path/'ids.txt').write_text('a\n')
+    with pytest.raises(SystemExit) as e:
+        aeft_eval([str(tmp_path/'seeds'), '--data', 'folder', '--root', str(root), '--ids', str(tmp_path/'ids.txt'), '--progress', 'False', '--out', str(tmp_path/'e')])
+    assert f"image 'a' is not listed in {root/'labels.csv'}" in str(e.value.code)
+    export = write_cocofile(tmp_path/'export', ('a',), [('x', Image.new('RGB', (8, 6)), np.ones((6, 8), np.uint8), None)])
+    with pytest.raises(SystemExit) as e:
+        aeft_eval([str(tmp_path/'seeds'), '--data', 'cocofile', '--root', str(export), '--ids', str(tmp_path/'ids.txt'), '--progress', 'False', '--out', str(tmp_path/'e')])
+    assert "image 'a' is not listed in" in str(e.value.code) and 'instances_default.json' in str(e.value.code)
