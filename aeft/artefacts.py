@@ -293,15 +293,16 @@ def load_mask(voc, id, sbd=None):
     return read_mask(p, Path(voc)/'JPEGImages'/f'{id}.jpg'), src
 
 # %% ../nbs/11b_artefacts.ipynb #ec830121
-def read_coco_mask(path, shape=None, ignore=False):
-    "The (h, w) uint8 mask in the PNG `path`, checked to hold COCO's labels 0-80 (and 255, ignored, if `ignore`; and to be of `shape` (h, w) if given)"
+def read_coco_mask(path, shape=None, ignore=False, num_labels=81):
+    "The (h, w) uint8 mask in the PNG `path`, checked to hold COCO's labels 0-80 (or 0..`num_labels` - 1 of your own data; and 255, ignored, if `ignore`; and to be of `shape` (h, w) if given)"
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"mask not found: {path}")
+    whose = "COCO's labels 0-80" if num_labels == 81 else f"the labels 0-{num_labels - 1}"
     try:
         with Image.open(path) as im: m = np.array(im)
-    except Exception as e: raise ValueError(f"cannot read mask {path} ({e}); expected a PNG of COCO's labels 0-80") from e
-    labels = "COCO's labels 0-80" + (" and 255 (ignored)" if ignore else '')
-    if m.ndim != 2 or m.dtype != np.uint8 or (m[m != 255] if ignore else m).max(initial=0) > 80:
+    except Exception as e: raise ValueError(f"cannot read mask {path} ({e}); expected a PNG of {whose}") from e
+    labels = whose + (" and 255 (ignored)" if ignore else '')
+    if m.ndim != 2 or m.dtype != np.uint8 or (m[m != 255] if ignore else m).max(initial=0) > num_labels - 1:
         found = f"values up to {(m[m != 255] if ignore else m).max()}" if m.ndim == 2 and m.dtype == np.uint8 else f"shape {m.shape} and dtype {m.dtype}"
         raise ValueError(f"mask {path} has {found}; expected a palette or 8-bit PNG of {labels}")
     if shape is not None and m.shape != tuple(shape):
@@ -322,7 +323,7 @@ def read_prediction(path, num_labels=21, ignore=False):
     "The uint8 (H, W) label mask in `path`: a label PNG (VOC's, `read_mask`; COCO's 81 labels, `read_coco_mask`) or the mask of a CRF output; every pixel labelled 0..`num_labels` - 1 (or 255, ignored, if `ignore`: pseudo masks)"
     path = Path(path)
     if path.suffix == '.npy': m = scores_to_mask(load_label_scores(path, num_labels), num_labels)
-    else: m = read_mask(path) if num_labels <= VOC_LABELS else read_coco_mask(path, ignore=ignore)
+    else: m = read_mask(path) if num_labels <= VOC_LABELS else read_coco_mask(path, ignore=ignore, num_labels=max(num_labels, 81))
     bad = (m >= num_labels) & ((m != IGNORE) if ignore else True)
     if bad.any():
         raise ValueError(f"mask {path} holds the values {np.unique(m[bad]).tolist()}; a {'pseudo mask' if ignore else 'prediction'} labels every pixel with 0..{num_labels - 1}"

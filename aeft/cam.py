@@ -19,7 +19,7 @@ from fastprogress.fastprogress import progress_bar
 from .core import atomic_write, check_outside, file_sha256, setting, IMAGENET_STATS, voc_palette
 from .artefacts import claim_folder, LAYOUTS, irn_strided, seed_file, save_seeds, load_seeds, check_seed_classes, seed_stack   # their home is aeft.artefacts
 from .cli import command, parse_opts
-from .data import DataOptions, data_folder, OLD_DATA
+from .data import DataOptions, data_folder, OLD_DATA, OWN_DATA, TruthDataset, check_classes
 from .weights import load_official_checkpoint
 from .voc import VOC_CLASSES, VOCDataset, load_image, read_ids
 from .coco import COCO_CLASSES, COCODataset
@@ -201,10 +201,11 @@ class CAMStage(DataOptions):
     progress: bool = True          # progress bars
 
     def dataset(self):
-        "The images to run on: the `--images` folder, else the split (default VOC's or COCO's train) or the `--ids` of the data, with their labels"
+        "The images to run on: the `--images` folder, else the split (default the data's train) or the `--ids` of the data, with their labels"
         if self.images: return ImageFolder(self.images)
         truth = self.truth(self.progress)          # checks the data folder (and SBD's)
         if self.data == 'coco': return COCODataset(truth.root, self.split or 'train', ids=read_ids(self.ids) if self.ids else None, verbose=True)
+        if self.data in OWN_DATA: return TruthDataset(truth, self.image_ids(truth, 'train'))
         return VOCDataset(data_folder('voc', self.root), self.image_ids(truth, 'train'), setting('sbd', self.sbd), verbose=True, labels=self.labels)
 
     def run(self):
@@ -214,8 +215,9 @@ class CAMStage(DataOptions):
         dev = 'cuda' if self.device == 'auto' and torch.cuda.is_available() else ('cpu' if self.device == 'auto' else self.device)
         model, cfg = load_cam_model(self.ckpt, self.official, dev, **parse_opts(self.model, set(MODEL_FIELDS), 'model'))
         ds = self.dataset()
-        if not self.images: check_data_model(cfg, self.ckpt or self.official, self.data, getattr(ds, 'labels', None))
-        check_outside(self.out, data=ds.path if self.images else (ds.root if self.data == 'coco' else ds.voc))
+        if self.data in OWN_DATA and not self.images: check_classes(cfg.classes, ds.truth, self.ckpt or self.official)
+        elif not self.images: check_data_model(cfg, self.ckpt or self.official, self.data, getattr(ds, 'labels', None))
+        check_outside(self.out, data=ds.path if self.images else (ds.voc if self.data == 'voc' else ds.root))
         sc = _scales(self.scales)
         classes = 'predicted' if self.predict or self.images else (self.labels if self.data == 'voc' else 'annotations')   # how each image's classes were chosen
         claim_folder(self.out, dict(stage='seeds', checkpoint_sha256=file_sha256(self.ckpt or self.official), data='images' if self.images else self.data, classes=classes,

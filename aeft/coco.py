@@ -134,17 +134,18 @@ def read_instances(path):
     return coco
 
 # %% ../nbs/11_coco.ipynb #145cdba9
-def semantic_mask(coco, image_id):
-    "The (h, w) uint8 mask of image `image_id` of `coco`: 0 background, 1 + class index where a non-crowd instance is, later instances over earlier ones (ReCAM's `mscoco/annToMask.py`)"
+def semantic_mask(coco, image_id, class_of=None):
+    "The (h, w) uint8 mask of image `image_id` of `coco`: 0 background, 1 + class index (`class_of`: {category id: index}, default COCO's `CLASS_OF`) where a non-crowd instance is, later instances over earlier ones (ReCAM's `mscoco/annToMask.py`)"
+    class_of = class_of or CLASS_OF
     im = coco.imgs[image_id]
     m = np.zeros((im['height'], im['width']), np.uint8)
     for a in coco.imgToAnns.get(image_id, []):
-        if not a.get('iscrowd'): m[coco.annToMask(a) == 1] = CLASS_OF[a['category_id']] + 1
+        if not a.get('iscrowd'): m[coco.annToMask(a) == 1] = class_of[a['category_id']] + 1
     return m
 
-def labels_of(coco, image_id):
-    "Sorted class indices (0-79) of every annotation of image `image_id` of `coco`, crowd regions included (ReCAM's COCO labels)"
-    return sorted({CLASS_OF[a['category_id']] for a in coco.imgToAnns.get(image_id, [])})
+def labels_of(coco, image_id, class_of=None):
+    "Sorted class indices (0-79; `class_of`: {category id: index}, default COCO's `CLASS_OF`) of every annotation of image `image_id` of `coco`, crowd regions included (ReCAM's COCO labels)"
+    return sorted({(class_of or CLASS_OF)[a['category_id']] for a in coco.imgToAnns.get(image_id, [])})
 
 # %% ../nbs/11_coco.ipynb #e70c5056
 def _rect(y0, y1, x0, x1): return [[x0, y0, x1, y0, x1, y1, x0, y1]]    # polygon of rows y0..y1-1, columns x0..x1-1

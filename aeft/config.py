@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['BACKBONES', 'COCO_LABELS', 'MODEL_FIELDS', 'PRESETS', 'check_run', 'TrainConfig', 'build_model', 'checked_config',
-           'datasets', 'make_config']
+           'own_train_dataset', 'datasets', 'make_config']
 
 # %% ../nbs/12_config.ipynb #6896d8b4
 import ast, os
@@ -16,9 +16,9 @@ from .backbones import resnet38d_cam, resnet50_cam, RELEASED_FROZEN, RELEASED_DR
 from .optim import SETTINGS
 from .step import AEFTConfig
 from .shapes import ShapesConfig, shapes_split
-from .voc import LABEL_SOURCES, voc_train_dataset
+from .voc import LABEL_SOURCES, voc_train_dataset, train_transform
 from .coco import COCO_CLASSES, coco_train_dataset
-from .data import DATA, data_folder
+from .data import DATA, OWN_DATA, data_folder, ground_truth, TruthDataset
 from .core import setting
 from .cli import parse_opts
 from .artefacts import check_same
@@ -75,11 +75,14 @@ class TrainConfig:
     n_train: int = 3000             # synthetic training images (shapes only)
     n_val: int = 500                # synthetic validation and test images (shapes only)
     data_seed: int = 0              # seed the synthetic images are drawn from (shapes only)
+    classes: tuple = None           # class names (background excluded) of your own data, recorded with the network; None for VOC, COCO and the shapes
+    HIDDEN = ('classes',)           # read from the data (`from_options`), not an option
 
     def __post_init__(self):
         _need(self.data in DATA, 'data', f"must be one of {DATA}, got {self.data!r}")
-        if self.labels is None: self.labels = 'annotations' if self.data == 'coco' else 'xml'
-        sources = COCO_LABELS if self.data == 'coco' else LABEL_SOURCES
+        own = self.data == 'coco' or self.data in OWN_DATA   # image labels from annotations
+        if self.labels is None: self.labels = 'annotations' if own else 'xml'
+        sources = COCO_LABELS if own else LABEL_SOURCES
         _need(self.labels in sources, 'labels', f"must be one of {sources} for data {self.data!r}, got {self.labels!r}")
         _need(self.backbone in BACKBONES, 'backbone', f"must be one of {BACKBONES}, got {self.backbone!r}")
         r38 = self.backbone == 'resnet38d'
@@ -104,12 +107,18 @@ class TrainConfig:
         _need(0 <= self.warmup <= self.epochs, 'warmup', f"(T) must be between 0 and epochs={self.epochs}, got {self.warmup}")
         _need(self.aeft_batch_size >= self.batch_size, 'aeft_batch_size',
               f"must be at least batch_size={self.batch_size}, got {self.aeft_batch_size}")
+        if self.classes is not None: self.classes = tuple(self.classes)
+        _need(self.classes is None or len(self.classes) == self.num_classes, 'classes', f"names {self.classes} but num_classes is {self.num_classes}; leave num_classes out, the data gives it")
+        _need((self.classes is not None) == (self.data in OWN_DATA), 'classes', f"must name the classes of data {self.data!r} (from_options reads them) and only of {OWN_DATA}")
         check_run(_need, self)
         self.aeft_options = replace(self.aeft_options, bce_items=self.batch_size)   # the BCE sees the first `batch_size` images
 
     @classmethod
-    def from_options(cls, data='voc', **kw):
-        "The preset of `data` ('shapes': `synthetic`, 'voc', 'coco') with the options `kw` (TrainConfig and AEFTConfig fields; `aeft.cli.build` calls it)"
+    def from_options(cls, data='voc', root=None, **kw):
+        "The preset of `data` ('shapes': `synthetic`, 'voc', 'coco'; your own data in `root`: the VOC recipe with its classes) with the options `kw` (TrainConfig and AEFTConfig fields; `aeft.cli.build` calls it)"
+        if data in OWN_DATA:
+            names = ground_truth(data, root).names[1:]
+            return make_config('voc', **{'data': data, 'labels': 'annotations', **kw, 'num_classes': kw.get('num_classes') or len(names), 'classes': names})
         return make_config({'shapes': 'synthetic'}.get(data, data), **kw)
 
     @classmethod
@@ -150,8 +159,13 @@ def checked_config(stored, source, **asked):
     return cfg
 
 # %% ../nbs/12_config.ipynb #c56d1944
+def own_train_dataset(truth, cfg):
+    "The training set of your own data: its split 'train' with the released augmentation, the long side scaled with the crop as VOC's (256-512 for 320: 0.8-1.6 times `cfg.image_size`)"
+    s = cfg.image_size
+    return TruthDataset(truth, truth.ids('train'), train_transform(s, (round(0.8*s), round(1.6*s))))
+
 def datasets(cfg, splits=('train', 'val'), voc_root=None, sbd=None, coco_root=None):
-    "The normalised datasets of `splits` of `cfg.data` (None where the data has no such split): shapes train/val/test, VOC train_aug, COCO train2014"
+    "The normalised datasets of `splits` of `cfg.data` (None where the data has no such split): shapes train/val/test, VOC train_aug, COCO train2014, your own data's train (`voc_root`: its folder)"
     out = []
     for s in splits:
         if s not in ('train', 'val', 'test'): raise ValueError(f"`splits` holds {s!r}; each must be 'train', 'val' or 'test'")
@@ -159,6 +173,7 @@ def datasets(cfg, splits=('train', 'val'), voc_root=None, sbd=None, coco_root=No
             n = cfg.n_train if s == 'train' else cfg.n_val
             out.append(Normalized(shapes_split(s, n, cfg.data_seed, ShapesConfig(size=cfg.image_size, num_classes=cfg.num_classes))))
         elif s == 'train' and cfg.data == 'coco': out.append(coco_train_dataset(data_folder('coco', coco_root or voc_root), cfg.image_size))
+        elif s == 'train' and cfg.data in OWN_DATA: out.append(own_train_dataset(ground_truth(cfg.data, voc_root), cfg))
         elif s == 'train': out.append(voc_train_dataset(data_folder('voc', voc_root), setting('sbd', sbd), cfg.image_size, labels=cfg.labels))
         else: out.append(None)
     return tuple(out)

@@ -14,8 +14,8 @@ from .core import atomic_write, cli_errors, file_sha256
 from .artefacts import check_same
 from .cli import build, flat, options, parse_value
 from .config import TrainConfig, datasets
-from .data import DATA
-from .voc import to_voc
+from .data import DATA, OWN_DATA, ground_truth
+from .voc import to_voc, read_ids
 from .train import TrainStage
 from .cam import CAMStage
 from .evaluate import EvalStage
@@ -99,6 +99,9 @@ def _score(stage, out, r, progress, summary):
     "{name: value} of what `stage` is scored on, in %: aeft_eval into out/eval/<stage> on VOC or COCO train (the stage's `ids` when it has them), or the predictions' own scores (`summary`)"
     data, ids = _common(r, 'cam', out), r.get(stage, {}).get('ids')
     where = dict(ids=ids) if ids else dict(split='train')
+    if data.get('data') in OWN_DATA and stage != 'predict':   # your own data: scored where it has masks
+        truth = ground_truth(data['data'], data.get('root'))
+        if not any(truth.has_mask(i) for i in (read_ids(ids) if ids else truth.ids('train'))): return {}
     if stage == 'cam':
         res = EvalStage(**data, **where, seeds=str(out/'seeds'), out=str(out/'eval'/'seeds'), progress=progress).run()
         return dict(seed_miou=round(100*res['miou'], 2), seed_threshold=res['threshold'])

@@ -19,7 +19,7 @@ from fastprogress.fastprogress import progress_bar
 from .core import atomic_write, file_sha256, save_figure, voc_palette, check_outside
 from .artefacts import claim_folder, MANIFEST
 from .cli import command
-from .data import NAMES, DATA, GroundTruth, DataOptions, as_truth, data_folder, ground_truth, OLD_DATA
+from .data import NAMES, DATA, GroundTruth, DataOptions, as_truth, data_folder, ground_truth, OLD_DATA, OWN_DATA, check_classes
 from .voc import VOC_CLASSES, read_ids, read_mask, save_mask, load_image
 from .coco import COCO_NAMES
 from .cam import CPU_BATCH_PIXELS, to_input, _inputs, _groups, _scales
@@ -222,7 +222,7 @@ class PredictStage(DataOptions):
         if self.fuse not in FUSIONS: raise ValueError(f"--fuse must be one of {', '.join(FUSIONS)}, got {self.fuse!r}")
         if self.crf_settings is not None and self.crf_settings not in CRF_SETTINGS:
             raise ValueError(f"--crf_settings must be one of {', '.join(CRF_SETTINGS)} (or left out), got {self.crf_settings!r}")
-        if self.data not in ('voc', 'coco'): raise ValueError(f"--data must be 'voc' or 'coco', got {self.data!r}")
+        if self.data not in ('voc', 'coco', *OWN_DATA): raise ValueError(f"--data must be 'voc', 'coco', 'folder' or 'cocofile', got {self.data!r}")
         if self.ckpt is None: raise ValueError("give the segmentation checkpoint (the positional argument: aeft_segment's last.pt)")
         split = self.split or 'val'
         if self.ids and self.split == 'test': raise ValueError("--ids lists images to predict and score; --split test is the evaluation server's whole list: give one of them")
@@ -232,14 +232,15 @@ class PredictStage(DataOptions):
         if test: server_folder('.', self.comp)          # checks `comp`
         dev = ('cuda' if torch.cuda.is_available() else 'cpu') if self.device == 'auto' else self.device
         model, cfg = load_segmenter(self.ckpt, dev)
+        if self.data in OWN_DATA: check_classes(cfg.classes, self.truth(self.progress), self.ckpt)
         labels = {'voc': len(NAMES), 'coco': len(COCO_NAMES)}
-        if cfg.num_classes != labels[self.data]:
+        if self.data in labels and cfg.num_classes != labels[self.data]:
             other = [k for k, n in labels.items() if n == cfg.num_classes]
             raise ValueError(f"{self.ckpt} holds a network of {cfg.num_classes} classes, but --data {self.data} has {labels[self.data]} (the background and {labels[self.data] - 1} classes)"
                              + (f"; it is a network for --data {other[0]}" if other else ''))
         truth = None if test else self.truth(self.progress)   # the ground truth to score against, checked before any work
         if self.ids: ds, split = SplitImages(truth, read_ids(self.ids)), Path(self.ids).stem
-        else: ds = SplitImages(truth if self.data == 'coco' else data_folder('voc', self.root), split)   # VOC: the split's list, the test download's too
+        else: ds = SplitImages(truth if self.data != 'voc' else data_folder('voc', self.root), split)   # VOC: the split's list, the test download's too
         where = Path(self.out)/split
         if truth is not None: check_outside(self.out, data=truth.root)
         folder = server_folder(where, self.comp) if test else where
@@ -257,6 +258,8 @@ class PredictStage(DataOptions):
                       f"upload it to the PASCAL VOC evaluation server as a {self.comp} entry ({COMPETITIONS[self.comp]})")
             if len(ds) != VOC_TEST_IMAGES: report += f"\nnote: the server scores all {VOC_TEST_IMAGES:,} test images; these are {len(ds):,}, the {ds.what}"
             summary['archive'] = str(arc)
+        elif truth.has_mask is not None and not any(truth.has_mask(i) for i in ds.ids):   # your own data may come without masks
+            report = f"no masks in {truth.root} to score the {len(ds)} images of {split} against"
         else:
             res = score_predictions(folder, truth, split if split in ('train', 'val') and not self.ids else ds.ids, self.progress, checkpoint=str(self.ckpt), settings=settings)
             report = format_table(res) + f"\nscores: {folder/'scores.json'}; confusion matrix: {folder/'confusion.png'}"

@@ -33,7 +33,7 @@ from .coco import COCO_NAMES
 from .optim import make_optimizer
 from .config import check_run
 from .learner import Learner, PlotCB, NonFiniteLoss, loader_kwargs, pick_device, step_loss, optimise, freeze_bn, load_trained
-from .data import DATA, DataOptions, as_truth, OLD_DATA
+from .data import DATA, DataOptions, as_truth, OLD_DATA, OWN_DATA, ground_truth
 from .evaluate import read_prediction
 
 # %% ../nbs/22_segment.ipynb #91f90c45
@@ -74,7 +74,9 @@ class SegmentConfig:
     channels_last: bool = False      # channels-last memory layout for the network and its inputs (faster convolutions on GPUs and AMX CPUs)
     compile: bool = False            # train through torch.compile
     device: str = 'auto'             # where the networks run: 'auto' (a GPU when there is one), 'cpu' or 'cuda'
+    classes: tuple = None            # class names (background excluded) of your own data, recorded with the network; None for VOC, COCO and the shapes
     FLAGS = {'scales': 'train_scales', 'flip': 'train_flip'}   # options of another name: `--scales` and `--flip` are inference's in the other commands
+    HIDDEN = ('classes',)            # read from the data (`from_options`), not an option
 
     def __post_init__(self):
         _need(self.backbone in SEGMENTERS, 'backbone', f"must be one of {SEGMENTERS}, got {self.backbone!r}")
@@ -85,6 +87,8 @@ class SegmentConfig:
         if self.freeze_bn is None: self.freeze_bn = r38
         for k in ('rates', 'dropout', 'frozen', 'scales', 'msc'): setattr(self, k, tuple(getattr(self, k)))
         _need(2 <= self.num_classes <= IGNORE, 'num_classes', f"must be between 2 and {IGNORE} (background included), got {self.num_classes}")
+        if self.classes is not None: self.classes = tuple(self.classes)
+        _need(self.classes is None or len(self.classes) + 1 == self.num_classes, 'num_classes', f"is {self.num_classes} but the data has {len(self.classes or ())} classes and the background; leave it out")
         _need(not self.rates if tv else (self.rates and all(isinstance(r, int) and r >= 1 for r in self.rates)), 'rates',
               f"must be () for torchvision's DeepLabV3 (its ASPP has its own rates) and positive integers for the ASPP of {b!r}, got {self.rates}")
         _need(len(self.dropout) == (2 if r38 else 0) and all(0 <= p < 1 for p in self.dropout), 'dropout',
@@ -99,8 +103,11 @@ class SegmentConfig:
         check_run(_need, self)
 
     @classmethod
-    def from_options(cls, data='voc', **kw):
-        "The recipe of `data` (`coco` for 'coco', else the VOC recipe) with the fields `kw` (`aeft_segment` builds its config so)"
+    def from_options(cls, data='voc', root=None, **kw):
+        "The recipe of `data` (`coco` for 'coco', else the VOC recipe; your own data in `root`: its classes) with the fields `kw` (`aeft_segment` builds its config so)"
+        if data in OWN_DATA:
+            names = ground_truth(data, root).names[1:]
+            return cls(**{**kw, 'num_classes': kw.get('num_classes') or len(names) + 1, 'classes': names})
         return (cls.coco if data == 'coco' else cls)(**kw)
 
     @classmethod
@@ -351,7 +358,7 @@ class SegmentStage(DataOptions):
         t0 = time.time()
         if not self.masks: raise ValueError("give the folder of pseudo masks (MASKS: aeft_pseudo's output)")
         if self.ids and not Path(self.ids).is_file(): raise FileNotFoundError(f"--ids: file of image ids not found: {self.ids}")
-        cfg = self.config if self.config is not None else SegmentConfig.from_options(self.data)
+        cfg = self.config if self.config is not None else SegmentConfig.from_options(self.data, self.root)
         truth = self.truth(self.progress)
         check_outside(self.out, data=truth.root)
         split = self.ids or self.split or DATA[self.data]           # a split name or a file of ids: PseudoMaskDataset reads both

@@ -16,7 +16,7 @@ from .cli import command
 from .weights import load_official_checkpoint
 from .voc import VOC_CLASSES, VOCDataset
 from .coco import COCODataset
-from .data import DataOptions, data_folder, ground_truth, OLD_DATA
+from .data import DataOptions, data_folder, ground_truth, OLD_DATA, OWN_DATA, TruthDataset
 from .config import TrainConfig, make_config, build_model, datasets
 from .learner import Learner, EvalCB, BestCB, PlotCB, NonFiniteLoss, loader_kwargs, pick_device, read_log
 from .metrics import ThresholdSweep, val_miou
@@ -46,12 +46,13 @@ def seed_miou(ds, thresholds=RELEASED_SELECT_THRESHOLDS, num_classes=len(VOC_CLA
 # %% ../nbs/17_train.ipynb #e7668052
 def selection(cfg, select_on, valid_ds, root=None, sbd=None):
     "The callbacks that score each epoch on the split `select_on` and keep the best in `best.pt` (see `aeft_train`); `root`, `sbd`: the data's folders (default: their `AEFT_*` variables)"
-    sel = select_on or dict(shapes='val', voc='train', coco='none')[cfg.data]
+    sel = select_on or dict(shapes='val', voc='train', coco='none', folder='none', cocofile='none')[cfg.data]
     ok = ('val', 'none') if cfg.data == 'shapes' else ('train', 'val', 'none')
     if sel not in ok: raise ValueError(f"`select_on` must be one of {ok} for data {cfg.data!r}, got {select_on!r}")
     if sel == 'none': return [EvalCB(val_miou(valid_ds, cfg.num_classes))] if valid_ds else []
     if cfg.data == 'shapes': return [EvalCB(val_miou(valid_ds, cfg.num_classes)), BestCB('val_miou')]
     if cfg.data == 'coco': ds = COCODataset(data_folder('coco', root), sel)
+    elif cfg.data in OWN_DATA: truth = ground_truth(cfg.data, root); ds = TruthDataset(truth, [i for i in truth.ids(sel) if truth.has_mask(i)], masks=True)
     else: ds = VOCDataset(data_folder('voc', root), sel, setting('sbd', sbd), labels=cfg.labels)
     return [EvalCB(seed_miou(ds, num_classes=cfg.num_classes), start=max(cfg.warmup - 1, 0)), BestCB('seed_miou')]
 
@@ -65,11 +66,11 @@ def best_epoch(out, metric):
 @dataclass
 class TrainStage(DataOptions):
     "Train a CAM classifier; `torchrun --nproc_per_node N aeft_train ...` runs it on N processes"
-    data: Literal['voc', 'coco', 'shapes'] = 'shapes'  # the dataset: 'voc' (PASCAL VOC 2012), 'coco' (MS-COCO 2014) or 'shapes' (the synthetic data of the CPU preset; classifier only)
+    data: Literal['voc', 'coco', 'shapes', 'folder', 'cocofile'] = 'shapes'  # the dataset: 'voc' (PASCAL VOC 2012), 'coco' (MS-COCO 2014), 'shapes' (the synthetic data of the CPU preset; classifier only), 'folder' or 'cocofile' (your own data: aeft.data.FOLDER_LAYOUT, COCOFILE_LAYOUT)
     out: str = 'runs/train'       # output folder: config.json, log.jsonl, last.pt, best.pt (when an epoch is chosen), curves.png
     init: str = None              # ImageNet weights: the converted ResNet-38d weights for the backbone (aeft_convert_mxnet's output)
     resume: bool = False          # continue OUT/last.pt if there is one
-    select_on: Literal['train', 'val', 'none'] = None   # split whose mIoU picks best.pt: the CAM seeds'; 'val' (default for shapes), VOC 'train' (default, as released: the reported split) or 'val', COCO 'train' or 'val', or 'none' (default for COCO)
+    select_on: Literal['train', 'val', 'none'] = None   # split whose mIoU picks best.pt: the CAM seeds'; 'val' (default for shapes), VOC 'train' (default, as released: the reported split) or 'val', COCO 'train' or 'val', your own data's 'train' or 'val' (its images with masks), or 'none' (default for COCO and your own data)
     workers: int = 0              # DataLoader worker processes (0: loading in the training process, resumes bit-exact; else kept for the whole run)
     prefetch: int = 4             # batches each DataLoader worker prepares ahead
     persistent_workers: bool = True   # keep the DataLoader workers between epochs (with workers > 0)
@@ -82,7 +83,7 @@ class TrainStage(DataOptions):
         if self.split or self.ids:
             raise ValueError("--split and --ids are not read by aeft_train: the classifier trains on the data's training set "
                              "(VOC train_aug, COCO's annotated train2014 images, the shapes' training split); leave them out")
-        cfg = self.config if self.config is not None else TrainConfig.from_options(self.data)
+        cfg = self.config if self.config is not None else TrainConfig.from_options(self.data, self.root)
         if cfg.data != self.data: raise ValueError(f"--data is {self.data!r} but the config's data is {cfg.data!r}")
         model = build_model(cfg)
         if self.init: print(f'aeft_train: loaded {self.init} into the backbone', init_backbone(model, cfg, self.init))

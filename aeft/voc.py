@@ -65,10 +65,10 @@ def find_sbd(voc, sbd=None):
 
 # %% ../nbs/10_voc.ipynb #f438df29
 def read_ids(path):
-    "The ids listed in `path`, one per line"
+    "The ids listed in `path`, one per line, each line whole (an id may hold blanks; those around it and blank lines are dropped)"
     path = Path(path)
     if not path.is_file(): raise _missing(path, 'split list')
-    return [l.split()[0] for l in path.read_text().splitlines() if l.strip()]
+    return [l.strip() for l in path.read_text().splitlines() if l.strip()]
 
 def sbd_ids(sbd):
     "Every id with an SBD mask: SBD's train.txt + val.txt, or the PNGs of SegmentationClassAug"

@@ -456,7 +456,7 @@ def test_coco_errors(chain, coco_chain, tmp_path):
                      crop=40, width=8, device='cpu', out=str(tmp_path/'o'), progress=False), **kw}
         with pytest.raises(SystemExit) as e: aeft_affinity(argv(**kw))
         return str(e.value)
-    assert message(data='cityscapes') == "aeft_affinity: --data must be one of voc, coco, shapes, got 'cityscapes'"
+    assert message(data='cityscapes') == "aeft_affinity: --data must be one of voc, coco, shapes, folder, cocofile, got 'cityscapes'"
     assert message(out=str(root/'aff')) == f"aeft_affinity: --out {root/'aff'} is inside the data folder {root}; write the outputs elsewhere"
     copy = tmp_path/'copy'; shutil.copytree(root, copy)                       # an image of the annotations missing on disk
     gone = copy/'train2014'/f'{ids[4]}.jpg'; gone.unlink()

@@ -105,8 +105,8 @@ def test_errors(coco, tmp_path):
     r = run('aeft_eval', tmp_path, '--data', 'coco', '--coco_root', broken, '--out', tmp_path/'e', '--progress', 'False')   # through a command, by the old spelling of --root
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 1 and lines[0] == 'aeft_eval: --coco_root is now --root' and lines[-1].startswith('aeft_eval: annotation file ') and 'category_id 91' in lines[-1]
-    with pytest.raises(SystemExit, match="aeft_eval: --data must be one of voc, coco, shapes, got 'city'"): aeft_eval([str(tmp_path), '--data', 'city'])
-    with pytest.raises(SystemExit, match="aeft_eval: --data must be 'voc' or 'coco', got 'shapes'"): aeft_eval([str(tmp_path), '--data', 'shapes'])
+    with pytest.raises(SystemExit, match="aeft_eval: --data must be one of voc, coco, shapes, folder, cocofile, got 'city'"): aeft_eval([str(tmp_path), '--data', 'city'])
+    with pytest.raises(SystemExit, match="aeft_eval: --data must be 'voc', 'coco', 'folder' or 'cocofile', got 'shapes'"): aeft_eval([str(tmp_path), '--data', 'shapes'])
     d['annotations'][1]['category_id'] = 18; d['annotations'][0]['segmentation'] = [[1, 1, 5, 5, 3, float('nan')]]   # a polygon pycocotools would crash on
     f.write_text(json.dumps(d))
     r = run('aeft_cam', '--data', 'coco', '--root', broken, '--ckpt', tmp_path/'coco.pt', '--out', tmp_path/'s', '--progress', 'False')

@@ -267,8 +267,8 @@ def test_coco_errors(coco, tmp_path):
         kw = dict(dict(out=str(tmp_path/'crf'), data='coco', root=str(root), progress=False), **kw)
         with pytest.raises(SystemExit) as e: aeft_crf(argv(seeds, **kw))
         return str(e.value)
-    assert message(data='cityscapes') == "aeft_crf: --data must be one of voc, coco, shapes, got 'cityscapes'"
-    assert message(data='shapes').startswith("aeft_crf: --data must be 'voc' or 'coco', got 'shapes' (the synthetic shapes: aeft_run synthetic")
+    assert message(data='cityscapes') == "aeft_crf: --data must be one of voc, coco, shapes, folder, cocofile, got 'cityscapes'"
+    assert message(data='shapes').startswith("aeft_crf: --data must be 'voc', 'coco', 'folder' or 'cocofile', got 'shapes' (the synthetic shapes: aeft_run synthetic")
     assert message(out=str(root/'crf')) == f"aeft_crf: --out {root/'crf'} is inside the data folder {root}; write the outputs elsewhere"
     copy = tmp_path/'copy'; shutil.copytree(root, copy)                       # an image of the annotations missing on disk
     gone = copy/'train2014'/f'{ids[4]}.jpg'; gone.unlink()

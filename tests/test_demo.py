@@ -34,7 +34,7 @@ def test_bad_options_stop_with_the_field_named(tmp_path):
     for f, kw, msg in [(aeft_demo, dict(methods='gap,cam'), "`methods` must be a comma-separated subset of ['gap', 'gpp', 'aeft'], got 'gap,cam'"),
                        (aeft_demo, dict(epochs=0), 'TrainConfig.epochs must be at least 1'),
                        (train, dict(bins='4,2'), 'TrainConfig.bins must be at least two strictly increasing'),
-                       (train, dict(data='city'), "aeft_train: --data must be one of voc, coco, shapes, got 'city'"),
+                       (train, dict(data='city'), "aeft_train: --data must be one of voc, coco, shapes, folder, cocofile, got 'city'"),
                        (train, dict(data='voc', root=str(tmp_path/'none')), 'VOC root not found'),
                        (train, dict(init='w.pth'), "`init` needs backbone='resnet38d'")]:
         with pytest.raises(SystemExit, match=re.escape(msg)): f(out=str(tmp_path), **kw)

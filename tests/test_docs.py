@@ -187,7 +187,7 @@ def build_docs():
 
 BOOK = ['Ground floor', "GAP's failure modes", 'Gated Pyramid Pooling', 'Backbones and weights', 'Erasing', 'Triplet', 'Data',
         'Training', 'CAMs and metrics', 'Commands', 'Pseudo masks', 'Segmentation', 'The whole recipe', 'The benchmark study',
-        'The VOC pipeline', 'The COCO pipeline', 'Fidelity to the released code', 'Speed', 'Extending aeft']
+        'The VOC pipeline', 'The COCO pipeline', 'Your own data', 'Fidelity to the released code', 'Speed', 'Extending aeft']
 
 def test_sidebar_lists_every_notebook_in_book_order():
     "nbs/sidebar.yml holds every notebook once, numbered in reading order, in the story's sections"

@@ -287,8 +287,8 @@ def test_coco_errors(coco, tmp_path):
                                                                    "it is a network for --data coco")
     assert message(ckpt81, *base, '--split', 'test') == ("aeft_predict: --split test is VOC 2012's evaluation-server split; COCO 2014 has none here: "
                                                          "with --data coco predict val (its annotated val2014 images, scored) or train")
-    assert message(ckpt81, *base, '--data', 'cityscapes') == "aeft_predict: --data must be one of voc, coco, shapes, got 'cityscapes'"
-    assert message(ckpt81, *base, '--data', 'shapes') == "aeft_predict: --data must be 'voc' or 'coco', got 'shapes'"
+    assert message(ckpt81, *base, '--data', 'cityscapes') == "aeft_predict: --data must be one of voc, coco, shapes, folder, cocofile, got 'cityscapes'"
+    assert message(ckpt81, *base, '--data', 'shapes') == "aeft_predict: --data must be 'voc', 'coco', 'folder' or 'cocofile', got 'shapes'"
     assert message(ckpt81, *base, '--out', root/'pred') == f"aeft_predict: --out {root/'pred'} is inside the data folder {root}; write the outputs elsewhere"
     copy = tmp_path/'copy'; shutil.copytree(root, copy)                        # a val image of the annotations missing on disk
     gone = copy/'val2014'/'COCO_val2014_000000000101.jpg'; gone.unlink()

@@ -342,7 +342,7 @@ def test_coco_errors(chain, coco, tmp_path):
         kw = dict(dict(out=str(tmp_path/'pseudo'), data='coco', root=str(root), ids=str(_ids_file(tmp_path, ids)), processes=1, progress=False), **kw)
         with pytest.raises(SystemExit) as e: aeft_pseudo(argv(seeds, ckpt, **kw))
         return str(e.value)
-    assert message(data='cityscapes') == "aeft_pseudo: --data must be one of voc, coco, shapes, got 'cityscapes'"
+    assert message(data='cityscapes') == "aeft_pseudo: --data must be one of voc, coco, shapes, folder, cocofile, got 'cityscapes'"
     assert message(out=str(root/'pseudo')) == f"aeft_pseudo: --out {root/'pseudo'} is inside the data folder {root}; write the outputs elsewhere"
     copy = tmp_path/'copy'; shutil.copytree(root, copy)                           # an image of the annotations missing on disk
     gone = copy/'train2014'/f'{ids[2]}.jpg'; gone.unlink()

@@ -202,6 +202,6 @@ def test_coco_errors(coco, tmp_path):
     # no output inside the data; no split of VOC's names
     assert message(str(masks), **dict(kw, out=str(root/'run'))) == f"aeft_segment: --out {root/'run'} is inside the data folder {root}; write the outputs elsewhere"
     assert "split 'train_aug' is neither a split of the data nor a file of ids (COCO split must be one of ('train', 'val')" in message(str(masks), split='train_aug', **kw)
-    assert message(str(masks), **dict(kw, data='cityscapes')) == "aeft_segment: --data must be one of voc, coco, shapes, got 'cityscapes'"
-    assert message(str(masks), **dict(kw, data='shapes')).startswith("aeft_segment: --data must be 'voc' or 'coco', got 'shapes'")
+    assert message(str(masks), **dict(kw, data='cityscapes')) == "aeft_segment: --data must be one of voc, coco, shapes, folder, cocofile, got 'cityscapes'"
+    assert message(str(masks), **dict(kw, data='shapes')).startswith("aeft_segment: --data must be 'voc', 'coco', 'folder' or 'cocofile', got 'shapes'")
     assert not (root/'run').exists()                                          # nothing written into the data

@@ -1,0 +1,159 @@
+"Your own data through aeft_run: a folder dataset, a binary (K = 1) one and a COCO-format export with its own categories, each scored against its masks as a count by hand; every error of the two formats through a command"
+import json, warnings
+from pathlib import Path
+import numpy as np, pytest
+from PIL import Image
+from aeft.data import write_folder, write_cocofile
+from aeft.pipeline import named_recipe, dump_recipe, aeft_run
+from aeft.evaluate import aeft_eval
+from aeft.cam import aeft_cam
+
+def _items(names, n=8, size=48, seed=0):
+    "n hand-made images of `size`: grey noise with up to two rectangles of a class colour each, and their masks"
+    rng, out = np.random.default_rng(seed), []
+    for i in range(n):
+        img, m = rng.normal(110, 10, (size, size, 3)), np.zeros((size, size), np.uint8)
+        for k in sorted({(i + j) % len(names) for j in range(1 + i % 2)}) if i % 4 else []:
+            y, x = rng.integers(0, size//2, 2)
+            m[y:y + size//2, x:x + size//2] = k + 1
+            img[y:y + size//2, x:x + size//2] = (60 + 150*(k == 0), 60 + 150*(k == 1), 60 + 150*(k == 2))
+        out.append((f'img {i}', Image.fromarray(img.clip(0, 255).astype(np.uint8)), m))
+    return out
+
+def _recipe(data, root, predict_split):
+    r = named_recipe('voc')
+    r.update(recipe='own', data=data, root=str(root))
+    r['train'] = dict(backbone='tiny', width=8, image_size=48, epochs=2, warmup=1, batch_size=4, aeft_batch_size=4, device='cpu', select_on='none',
+                      lr=0.05, optimizer='corrected', freeze_bn=False)
+    r['cam'] = dict(split='train', scales=(1.0,), flip=False, device='cpu')
+    r['crf'] = dict(processes=1)
+    r['affinity'] = dict(backbone='tiny', width=8, crop=48, epochs=1, batch_size=4, device='cpu', optimizer='corrected', freeze_bn=False)
+    r['pseudo'] = dict(device='cpu', processes=1)
+    r['segment'] = dict(backbone='tiny', width=8, crop_size=48, iterations=2, batch_size=4, device='cpu', new_head=False, lr=0.01)
+    r['predict'] = dict(split=predict_split, scales=(1.0,), device='cpu')
+    return r
+
+def _miou(pairs, n):
+    "mIoU over the labels 0..n-1 that occur in a prediction or a mask, pixels of 255 in the mask left out, counted with numpy"
+    inter, union = np.zeros(n), np.zeros(n)
+    for pred, gt in pairs:
+        keep = gt != 255
+        for c in range(n):
+            inter[c] += ((pred == c) & (gt == c) & keep).sum(); union[c] += (((pred == c) | (gt == c)) & keep).sum()
+    return (inter[union > 0]/union[union > 0]).mean()
+
+def _run(tmp_path, data, root, split):
+    (tmp_path/'r.toml').write_text(dump_recipe(_recipe(data, root, split)))
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        return {r['stage']: r for r in aeft_run([str(tmp_path/'r.toml'), '--out', str(tmp_path/'run'), '--progress', 'False'])}
+
+def _check_scores(rows, tmp_path, masks, split, n, names):
+    pred = tmp_path/'run'/'predict'/split
+    pairs = [(np.array(Image.open(pred/f'{id}.png')), m) for id, m in masks.items()]
+    assert rows['predict']['scores'] == {f'{split}_miou': round(100*_miou(pairs, n), 2)}
+    if rows['cam']['scores']: assert {'seed_miou', 'seed_threshold'} <= set(rows['cam']['scores']) and 'pseudo_miou' in rows['pseudo']['scores']
+    for stage in ('train', 'segment'): assert json.loads((tmp_path/'run'/stage/'config.json').read_text())['classes'] == list(names)
+
+@pytest.mark.parametrize('names', [('red thing', 'green thing', 'blue thing'), ('object',)], ids=['K3', 'K1'])
+def test_folder_end_to_end(tmp_path, names):
+    items = _items(names)
+    split = lambda i: 'val' if i >= 6 else 'train'
+    binary = len(names) == 1   # K = 1: masks of the val images only, so the stages before predict have none to be scored on
+    labels = lambda m: sorted({int(k) - 1 for k in np.unique(m) if k})
+    root = write_folder(tmp_path/'own', names, [(id, split(i), img, labels(m), None if binary and split(i) == 'train' else m) for i, (id, img, m) in enumerate(items)])
+    rows = _run(tmp_path, 'folder', root, 'val')
+    assert rows['train']['images'] == 6 and rows['predict']['images'] == 2
+    if binary: assert [rows[s]['scores'] for s in ('cam', 'crf', 'pseudo')] == [{}, {}, {}]
+    _check_scores(rows, tmp_path, {id: m for i, (id, _, m) in enumerate(items) if split(i) == 'val'}, 'val', len(names) + 1, names)
+    other = write_folder(tmp_path/'other', ('cow', 'horse'), [(id, 'train', img, None, (m > 0).astype(np.uint8)) for id, img, m in items])
+    with pytest.raises(SystemExit) as e:
+        aeft_cam(['--data', 'folder', '--root', str(other), '--ckpt', str(tmp_path/'run'/'train'/'last.pt'), '--out', str(tmp_path/'s2'), '--progress', 'False'])
+    assert f"holds a network of the classes {', '.join(names)}, but the data in {other} has the classes cow, horse" in str(e.value.code)
+
+def test_cocofile_end_to_end(tmp_path):
+    names = ('apple', 'pear')
+    items = _items(names, n=6)
+    root = write_cocofile(tmp_path/'export', names, [(id, img, m, None) for id, img, m in items], first_id=40)
+    rows = _run(tmp_path, 'cocofile', root, 'train')
+    from aeft.data import ground_truth
+    truth = ground_truth('cocofile', str(root))
+    assert truth.names == ('background', 'apple', 'pear')
+    _check_scores(rows, tmp_path, {id: truth.mask(id) for id, _, _ in items}, 'train', 3, names)
+
+def _error(tmp_path, root, data='folder', ids=None):
+    "The one-line error of aeft_eval on the data `root`"
+    (tmp_path/'seeds').mkdir(exist_ok=True)
+    with pytest.raises(SystemExit) as e: aeft_eval([str(tmp_path/'seeds'), '--data', data, '--root', str(root), '--progress', 'False', '--out', str(tmp_path/'eval'),
+                                                    *(['--ids', str(ids)] if ids else [])])
+    return e.value
+
+def _folder(tmp_path, classes='cat\ndog\n', labels='id,split,labels\na b,train,cat|dog\nc,val,\n', masks=None):
+    root = tmp_path/'own'; (root/'images').mkdir(parents=True, exist_ok=True); (root/'masks').mkdir(exist_ok=True)
+    (root/'classes.txt').write_text(classes); (root/'labels.csv').write_text(labels)
+    for id in ('a b', 'c'): Image.new('RGB', (8, 6)).save(root/'images'/f'{id}.jpg')
+    for id, m in (masks or {}).items(): Image.fromarray(m).save(root/'masks'/f'{id}.png')
+    return root
+
+def test_folder_errors_through_aeft_eval(tmp_path):
+    cases = [(dict(labels='id,split,labels\na b,train,cat|cow\n'), "labels.csv line 2 labels image 'a b' 'cow', a class"),
+             (dict(labels='id,split,labels\na b,train,cat\nc,val,\na b,val,dog\n'), "labels.csv line 4 repeats the id 'a b' of line 2"),
+             (dict(labels='id,split,labels\na b,train,cat\nd,train,dog\n'), "labels.csv line 3 lists image 'd', which has no file"),
+             (dict(classes='cat\n\ndog\n'), "classes.txt line 2 is blank"),
+             (dict(classes='cat\ndog\ncat\n'), "classes.txt line 3 repeats the class 'cat' of line 1"),
+             (dict(masks={'a b': np.full((6, 8), 3, np.uint8)}), "holds the values [3], above the 2 classes"),
+             (dict(masks={'a b': np.zeros((5, 8), np.uint8)}), "is 8×5 but its image is 8×6")]
+    for i, (kw, message) in enumerate(cases):
+        t = tmp_path/str(i); t.mkdir()
+        root = _folder(t, **kw)
+        np.save(t/'seeds'/'a b.npy', {0: np.zeros((6, 8), np.float32)}) if (t/'seeds').mkdir() is None else None
+        (t/'ids.txt').write_text('a b\n')
+        with pytest.raises(SystemExit) as e:
+            aeft_eval([str(t/'seeds'), '--data', 'folder', '--root', str(root), '--ids', str(t/'ids.txt'), '--progress', 'False', '--out', str(t/'eval')])
+        err = str(e.value.code)   # the one line the command exits with (status 1)
+        assert err.startswith('aeft_eval: ') and '\n' not in err and message in err, (message, err)
+        assert str(root) in err
+
+def test_unreadable_image_empty_split_and_unseen_class(tmp_path):
+    root = _folder(tmp_path)
+    (root/'images'/'c.jpg').write_bytes(b'not an image')
+    with pytest.raises(SystemExit) as e: aeft_eval([str(tmp_path), '--data', 'folder', '--root', str(root), '--progress', 'False', '--out', str(tmp_path/'e')])
+    err = str(e.value.code)
+    assert 'cannot read image' in err and 'c.jpg' in err and 'labels.csv line 3' in err
+    root = _folder(tmp_path/'x', labels='id,split,labels\na b,train,cat\nc,val,\n')
+    with pytest.warns(UserWarning, match=r"1 of the 2 classes have no training image \(split train\): dog"):
+        with pytest.raises(SystemExit) as e: aeft_eval([str(tmp_path), '--data', 'folder', '--root', str(root), '--split', 'test', '--progress', 'False', '--out', str(tmp_path/'e')])
+    err = str(e.value.code)
+    assert "labels.csv lists no image of split 'test'; its splits: train (1 images), val (1 images)" in err
+
+def test_cocofile_errors(tmp_path):
+    root = write_cocofile(tmp_path/'export', ('a', 'b'), [('x', Image.new('RGB', (8, 6)), None, [0, 1])])
+    ann = root/'annotations'/'instances_default.json'; d = json.loads(ann.read_text())
+    assert ground_truth_of(root).has_mask('x') is False   # boxes only: labels, no mask
+    d['annotations'][0]['category_id'] = 99; ann.write_text(json.dumps(d))
+    with pytest.raises(SystemExit) as e: aeft_eval([str(tmp_path), '--data', 'cocofile', '--root', str(root), '--progress', 'False', '--out', str(tmp_path/'e')])
+    err = str(e.value.code)
+    assert str(ann) in err and 'with category 99, which it does not list' in err
+
+def ground_truth_of(root):
+    from aeft.data import ground_truth
+    return ground_truth('cocofile', str(root))
+
+def test_many_classes_masks_round_trip(tmp_path):
+    "K = 120: a prediction PNG in VOC's palette (256 colours) holds labels above COCO's 80 and reads back; a label above K is refused"
+    from aeft.artefacts import save_mask, read_prediction
+    m = np.arange(121, dtype=np.uint8).reshape(11, 11)
+    save_mask(m, tmp_path/'p.png')
+    assert (read_prediction(tmp_path/'p.png', 121) == m).all()
+    with pytest.raises(ValueError, match='has values up to 120; expected a palette or 8-bit PNG of the labels 0-119'): read_prediction(tmp_path/'p.png', 120)
+
+def test_ids_not_in_the_data(tmp_path):
+    "An --ids file naming an image the data does not list: one line naming the file it is missing from"
+    root = _folder(tmp_path); (tmp_path/'seeds').mkdir(); (tmp_path/'ids.txt').write_text('a\n')
+    with pytest.raises(SystemExit) as e:
+        aeft_eval([str(tmp_path/'seeds'), '--data', 'folder', '--root', str(root), '--ids', str(tmp_path/'ids.txt'), '--progress', 'False', '--out', str(tmp_path/'e')])
+    assert f"image 'a' is not listed in {root/'labels.csv'}" in str(e.value.code)
+    export = write_cocofile(tmp_path/'export', ('a',), [('x', Image.new('RGB', (8, 6)), np.ones((6, 8), np.uint8), None)])
+    with pytest.raises(SystemExit) as e:
+        aeft_eval([str(tmp_path/'seeds'), '--data', 'cocofile', '--root', str(export), '--ids', str(tmp_path/'ids.txt'), '--progress', 'False', '--out', str(tmp_path/'e')])
+    assert "image 'a' is not listed in" in str(e.value.code) and 'instances_default.json' in str(e.value.code)
