@@ -470,7 +470,7 @@ class AffinityStage(DataOptions):
     official: str = None         # the released AEFT classifier checkpoint (ResNet-38d + GPP) to start from, instead of --ckpt
     imagenet: str = None         # ImageNet weights to start from instead (PSA's start): aeft_convert_mxnet's output (resnet38d), a torchvision file or weights name (resnet50)
     resume: bool = False         # continue OUT/last.pt if there is one
-    select_on: Literal['train', 'val', 'none'] = None   # split whose mIoU picks best.pt: the pseudo masks of the random walk with the seeds of --seeds, every --select_every steps past --select_start; VOC 'train' (default, as train_aff.py of KAIST-vilab/AEFT: the split whose pseudo-mask mIoU is then reported) or 'val', COCO 'train' or 'val', or 'none' (default for COCO)
+    select_on: Literal['train', 'val', 'none'] = None   # split whose mIoU picks best.pt: the pseudo masks of the random walk with the seeds of --seeds, every --select_every steps past --select_start; VOC 'train' (default, as train_aff.py of KAIST-vilab/AEFT: the split whose pseudo-mask mIoU is then reported) or 'val', COCO 'train' or 'val', your own data's 'train' or 'val' (its images with masks), or 'none' (default for COCO and your own data)
     seeds: str = 'runs/seeds'    # folder of seed files: aeft_cam's output, walked on the --select_on images to score the steps (the dict folder of train_aff.py)
     workers: int = 0             # DataLoader worker processes (0: loading in the training process)
     prefetch: int = 4            # batches each DataLoader worker prepares ahead
@@ -502,7 +502,7 @@ class AffinityStage(DataOptions):
 
     def selection(self, truth, cfg, n):
         "The `WalkSelectCB` that scores the steps on the `select_on` images of `truth` (n training images); none for 'none' or a run that ends before `select_start`"
-        sel = self.select_on or dict(voc='train', coco='none')[self.data]
+        sel = self.select_on or ('train' if self.data == 'voc' else 'none')
         if sel not in ('train', 'val', 'none'): raise ValueError(f"--select_on must be one of train, val, none, got {sel!r}")
         steps = max_steps(cfg, n)
         if sel == 'none': return []
