@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['ENVIRONMENT', 'SHARD_BLOCK', 'IMAGENET_STATS', 'atomic_write', 'save_figure', 'check_outside', 'file_sha256',
-           'cli_errors', 'setting', 'Shard', 'launched_shard', 'stage_device', 'exit_with_parent', 'Normalized',
-           'voc_palette', 'mask_to_rgb']
+           'cli_errors', 'setting', 'Shard', 'launched_shard', 'my_share', 'share_note', 'stage_device',
+           'exit_with_parent', 'Normalized', 'voc_palette', 'mask_to_rgb']
 
 # %% ../nbs/00_core.ipynb #273fa233
 import functools, hashlib, os, signal, sys, threading, time, uuid
@@ -90,6 +90,17 @@ def launched_shard():
     "This process's `Shard` when `torchrun` started several: (RANK + 1)/WORLD_SIZE, from the variables it sets; None otherwise"
     n = int(os.environ.get('WORLD_SIZE', 1))
     return Shard(int(os.environ.get('RANK', 0)) + 1, n) if n > 1 else None
+
+def my_share(ids, shard=None):
+    "(the `Shard` in effect: `shard`, else `launched_shard()`, None for 1/1; the ids of `ids` it runs: its share, or all when there is none)"
+    shard = shard if shard is not None else launched_shard()
+    return (None, list(ids)) if shard is None or shard.n == 1 else (shard, shard.of(ids))
+
+def share_note(shard, mine, present, total):
+    "The words a stage adds to its last line under `shard`: its share `mine` (a count) and how many of the `total` images now have outputs ('' without a shard)"
+    if shard is None: return ''
+    done = 'all done' if present == total else 'the other shares write the rest'
+    return f"; shard {shard}: {mine} of the {total} images, {present} of {total} now done ({done})"
 
 def stage_device(device='auto'):
     "The torch device of a stage's `--device` ('auto', 'cpu', 'cuda'): under `torchrun` the GPU `LOCAL_RANK`, one per process"
