@@ -157,7 +157,7 @@ def run_stage(r, stage, out, progress=True, before=(), shard=None):
         if r['recipe'] != 'synthetic': return None
         t = time.time(); folder = synthetic_data(r, out)
         return dict(stage='data', images=None, settings={}, inputs={}, out=str(folder), manifests={}, seconds=round(time.time() - t, 1), scores={})
-    cfg = stage_config(r, stage, out, progress)
+    cfg = stage_config(r, stage, out, progress, shard)
     settings, upstream, folder = _settings(cfg, out), {row['stage']: row['manifests'] for row in before}, _wired(stage, out)['out']
     if rec.is_file():
         old = json.loads(rec.read_text())

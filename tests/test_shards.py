@@ -1,5 +1,5 @@
 "Shares across processes and folders they share: concurrent --shard runs (and torchrun's processes) write the bytes one process writes; a kill during a manifest write leaves a folder the rerun accepts; a second training run on a busy --out is refused naming the first; pool workers die with their parent"
-import hashlib, json, os, signal, socket, subprocess, sys, time
+import hashlib, os, shutil, socket, subprocess, sys, time
 from dataclasses import asdict
 from pathlib import Path
 import pytest, torch
@@ -9,6 +9,8 @@ from aeft.artefacts import MANIFEST, lock_folder, read_manifest
 from aeft.predict import aeft_predict
 from aeft.crf import aeft_crf
 from aeft.cam import aeft_cam
+from aeft.core import Shard
+from aeft.pipeline import named_recipe, run_stage
 from test_crf import write_seeds
 from test_predict import save_segmenter
 
@@ -132,3 +134,15 @@ def test_killing_the_main_process_leaves_no_worker():
         if not any(map(alive, workers)): break
         time.sleep(0.05)
     assert workers and not any(map(alive, workers))
+
+def test_aeft_run_records_a_stage_once_its_set_is_complete(data, tmp_path, capsys):
+    "Two shares of aeft_run's CRF stage: the first leaves no record; the one that completes the set scores it and writes the record; then every share skips it"
+    t, root, ids, _ = data
+    r = named_recipe('voc'); r.update(root=str(root), crf=dict(alphas=(2,), crf_iters=2, processes=1))
+    shutil.copytree(t/'seeds', tmp_path/'seeds')
+    assert run_stage(r, 'crf', tmp_path, progress=False, shard=Shard(2, 2))['partial'] and not (tmp_path/'run'/'crf.json').exists()
+    assert 'aeft_run: crf: shard 2/2 done, 8 of 16 images there; the share that completes them records the stage' in capsys.readouterr().out
+    row = run_stage(r, 'crf', tmp_path, progress=False, shard=Shard(1, 2))
+    assert row['images'] == 16 and 'crf_miou' in row['scores'] and (tmp_path/'run'/'crf.json').is_file()
+    assert run_stage(r, 'crf', tmp_path, progress=False, shard=Shard(2, 2))['scores'] == row['scores']
+    assert 'crf finished before with these settings' in capsys.readouterr().out
