@@ -84,7 +84,7 @@ def _stale(path, now):
     return age > STALE or (host == _host() and pid.isdigit() and not pid_alive(int(pid)))
 
 def clean_stale(folder):
-    "Remove the stale temporary files of writes in `folder` (see `_stale`); returns their number"
+    "Remove the temporary files of writes in `folder` that are stale: older than `STALE` seconds, or named after an ended process of this host; returns their number"
     now = time.time()
     gone = [f for f in Path(folder).glob('.*.tmp') if _stale(f, now)]
     for f in gone: f.unlink(missing_ok=True)
