@@ -1,5 +1,5 @@
 "Shares across processes and folders they share: concurrent --shard runs (and torchrun's processes) write the bytes one process writes; a kill during a manifest write leaves a folder the rerun accepts; a second training run on a busy --out is refused naming the first; pool workers die with their parent"
-import hashlib, os, shutil, socket, subprocess, sys, time
+import os, shutil, socket, subprocess, sys, time
 from dataclasses import asdict
 from pathlib import Path
 import pytest, torch
@@ -11,19 +11,12 @@ from aeft.crf import aeft_crf
 from aeft.cam import aeft_cam
 from aeft.core import Shard
 from aeft.pipeline import named_recipe, run_stage
-from test_crf import write_seeds
+from test_crf import write_seeds, tree_digest as digest
 from test_predict import save_segmenter
 
 pytestmark = pytest.mark.filterwarnings('ignore:VOC split')
 BIN = Path(sys.executable).parent
 ENV = dict(os.environ, OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore')
-
-def digest(folder):
-    "sha256 of every file's path and bytes under `folder`"
-    h = hashlib.sha256()
-    for p in sorted(Path(folder).rglob('*')):
-        if p.is_file(): h.update(str(p.relative_to(folder)).encode()); h.update(p.read_bytes())
-    return h.hexdigest()
 
 def start(*args, launcher=()):
     return subprocess.Popen([*launcher, str(BIN/args[0]), *map(str, args[1:])], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
