@@ -242,6 +242,7 @@ class Learner:
             return self._fit(resume)
 
     def _fit(self, resume):
+        "The body of `fit`, run while the lock is held"
         if self.ckpt.exists():
             if not resume: raise FileExistsError(f"{self.ckpt} exists: resume it (`--resume`) or choose another output folder")
             self.load()
