@@ -46,8 +46,8 @@ def read_manifest(folder):
 def claim_folder(folder, settings, what, pattern='*.png'):
     "Record `settings` (JSON-able) in `folder/manifest.json` once, atomically, by whichever of the processes sharing `folder` comes first (`create_once`), and return its path; ValueError if `folder` holds `what` made with other settings, or files matching `pattern` (not the hidden temporary file of a write) but no manifest"
     folder, settings, p = Path(folder), json.loads(json.dumps(settings)), Path(folder)/MANIFEST   # tuples become lists, as they read back
+    if folder.is_dir(): clean_stale(folder)
     if (old := read_manifest(folder)) is None and folder.is_dir():
-        clean_stale(folder)
         found = any(not is_temporary(f) for f in folder.glob(pattern))
         if found and (old := read_manifest(folder)) is None:     # outputs follow a manifest: another process may have claimed the folder since the first look
             raise ValueError(f"{folder} holds files ({pattern}) but no {MANIFEST} saying how they were made; choose another --out or delete them")

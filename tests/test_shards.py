@@ -78,24 +78,28 @@ def test_predict_shares_are_scored_once_whole(data, capsys):
     assert last['written'] == 0 and last['miou'] == whole['miou']
     assert {p.name: p.read_bytes() for p in (t/'p2'/'val').glob('*.png')} == {p.name: p.read_bytes() for p in (t/'p1'/'val').glob('*.png')}
 
-KILLED = '''import os, sys, time
-from aeft import artefacts
-os.fsync = lambda fd: (print('writing', flush=True), time.sleep(60))     # killed here: the manifest's temporary file written, not yet linked
-artefacts.claim_folder(sys.argv[1], dict(stage='crf', alpha=2), 'CRF outputs', pattern='*')'''
+KILLED = '''import os, pathlib, sys, time
+from aeft.crf import aeft_crf
+def stop(*a, **k): print('writing', flush=True); time.sleep(60)
+if sys.argv[1] == 'fsync': os.fsync = stop                     # the manifest's temporary file written, not yet linked
+else: pathlib.Path.unlink = stop                                # linked as manifest.json, the temporary file not yet removed
+aeft_crf(sys.argv[2:])'''
 
 def test_kill_during_a_manifest_write(data, tmp_path):
-    "A SIGKILL during the manifest's write, and the states a kill at the other moments leaves: the rerun accepts each folder"
+    "SIGKILLs during the manifest's write, before and after its link, and a manifest half written: the rerun accepts each folder and removes what the killed writer left"
     t, root, ids, _ = data
-    p = subprocess.Popen([sys.executable, '-c', KILLED, str(tmp_path/'k'/'02')], env=ENV, stdout=subprocess.PIPE, text=True)
-    assert p.stdout.readline() == 'writing\n'
-    p.kill(); p.wait()
-    left = [f.name for f in (tmp_path/'k'/'02').iterdir()]
-    assert len(left) == 1 and left[0].startswith(f'.{MANIFEST}.{p.pid}@') and read_manifest(tmp_path/'k'/'02') is None
+    for at in ('fsync', 'unlink'):
+        p = subprocess.Popen([sys.executable, '-c', KILLED, at, *map(str, crf(t, root, tmp_path/at)[1:])], env=ENV, stdout=subprocess.PIPE, text=True)
+        assert p.stdout.readline() == 'writing\n'
+        p.kill(); p.wait()
+        left = sorted(f.name for f in (tmp_path/at/'02').iterdir())
+        assert left[0].startswith(f'.{MANIFEST}.{p.pid}@') and left[1:] == ([] if at == 'fsync' else [MANIFEST])
+        assert (read_manifest(tmp_path/at/'02') is None) == (at == 'fsync')
     (tmp_path/'h'/'02').mkdir(parents=True); (tmp_path/'h'/'02'/f'.{MANIFEST}.f7117e77.tmp').write_text('{\n "stage": "crf",')   # half written
-    for out in (tmp_path/'k', tmp_path/'h'):
+    for out in (tmp_path/'fsync', tmp_path/'unlink', tmp_path/'h'):
         aeft_crf(list(map(str, crf(t, root, out)[1:])))
         assert sorted(f.name for f in (out/'02').iterdir() if not f.name.startswith('.')) == sorted([MANIFEST, *(f'{id}.npy' for id in ids)])
-    assert not any((tmp_path/'k'/'02').glob('.*.tmp'))                                   # its writer is gone: cleaned
+    assert not any((tmp_path/'fsync'/'02').glob('.*.tmp')) and not any((tmp_path/'unlink'/'02').glob('.*.tmp'))   # their writers are gone: cleaned
 
 def test_second_training_run_is_refused(data, tmp_path):
     t, root, ids, _ = data
