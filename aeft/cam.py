@@ -16,7 +16,7 @@ import numpy as np, torch, torch.nn.functional as F
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 from fastprogress.fastprogress import progress_bar
-from .core import atomic_write, check_outside, file_sha256, setting, IMAGENET_STATS, voc_palette
+from .core import atomic_write, check_outside, file_sha256, setting, IMAGENET_STATS, voc_palette, my_share, share_note, stage_device, Shard
 from .artefacts import claim_folder, LAYOUTS, irn_strided, seed_file, save_seeds, load_seeds, check_seed_classes, seed_stack   # their home is aeft.artefacts
 from .cli import command, parse_opts
 from .data import DataOptions, data_folder, OLD_DATA, OWN_DATA, TruthDataset, check_classes
@@ -140,20 +140,21 @@ class ImageFolder:
     def __len__(self): return len(self.files)
     def image(self, i): return load_image(self.files[i])
 
-def _stored_overlays(ds, out, layout, num_classes, progress):
-    "Write `out/overlay/<id>.png` of each image of `ds` whose seed file exists but whose overlay does not, drawn from the stored seed"
-    todo = [i for i, id in enumerate(ds.ids) if seed_file(out, id, layout).exists() and not (out/'overlay'/f'{id}.png').exists()]
+def _stored_overlays(ds, share, out, layout, num_classes, progress):
+    "Write `out/overlay/<id>.png` of each image of `ds` (of the indices `share`) whose seed file exists but whose overlay does not, drawn from the stored seed"
+    todo = [i for i in share if seed_file(out, ds.ids[i], layout).exists() and not (out/'overlay'/f'{ds.ids[i]}.png').exists()]
     for i in progress_bar(todo, leave=False) if progress else todo:
         seeds = load_seeds(seed_file(out, ds.ids[i], layout), num_classes)
         atomic_write(out/'overlay'/f'{ds.ids[i]}.png', lambda f: overlay(ds.image(i), seeds).save(f, format='PNG'))
 
 def infer_seeds(model, ds, out, *, scales=SCALES, flip=True, layout='psa', overlays=False, predict=False,
-                images_per_batch=4, max_batch=16, max_pixels=None, progress=True, relu_first=False, bf16=False, channels_last=False, num_classes=20):
-    "Seeds of every image of `ds` in `out` (a seed file per id, `seed_file`; overlays in `out/overlay`, also of seeds already there, which may hold `num_classes` classes); returns the number written; the settings are keywords (`CAMStage`'s fields); `bf16`, `channels_last`: see `multiscale_cams` (`channels_last` converts `model`)"
+                images_per_batch=4, max_batch=16, max_pixels=None, progress=True, relu_first=False, bf16=False, channels_last=False, num_classes=20, share=None):
+    "Seeds of every image of `ds` (or of its indices `share`, a `aeft.core.Shard`'s) in `out` (a seed file per id, `seed_file`; overlays in `out/overlay`, also of seeds already there, which may hold `num_classes` classes); returns the number written; the settings are keywords (`CAMStage`'s fields); `bf16`, `channels_last`: see `multiscale_cams` (`channels_last` converts `model`)"
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    if overlays: (out/'overlay').mkdir(exist_ok=True); _stored_overlays(ds, out, layout, num_classes, progress)
+    share = range(len(ds)) if share is None else share
+    if overlays: (out/'overlay').mkdir(exist_ok=True); _stored_overlays(ds, share, out, layout, num_classes, progress)
     labels = None if predict else getattr(ds, 'labels', None)
-    todo = [i for i in range(len(ds)) if not seed_file(out, ds.ids[i], layout).exists()]
+    todo = [i for i in share if not seed_file(out, ds.ids[i], layout).exists()]
     chunks = [todo[j:j + images_per_batch] for j in range(0, len(todo), images_per_batch)]
     if channels_last: model.to(memory_format=torch.channels_last)
     for chunk in progress_bar(chunks, leave=False) if progress else chunks:
@@ -198,6 +199,7 @@ class CAMStage(DataOptions):
     device: Literal['auto', 'cpu', 'cuda'] = 'auto'   # where the networks run: 'auto' (a GPU when there is one), 'cpu' or 'cuda'
     bf16: bool = False             # bfloat16 autocast for the forward pass (faster on GPUs and AMX CPUs; seeds differ slightly, see the CAM chapter)
     channels_last: bool = False    # channels-last memory layout for the network and its inputs (same seeds to float rounding)
+    shard: Shard = None            # the share of the images this process runs: k/n, every n-th run of 4 ids from the k-th, into the same --out (array jobs); default under torchrun RANK+1/WORLD_SIZE, else all
     progress: bool = True          # progress bars
 
     def dataset(self):
@@ -209,10 +211,10 @@ class CAMStage(DataOptions):
         return VOCDataset(data_folder('voc', self.root), self.image_ids(truth, 'train'), setting('sbd', self.sbd), verbose=True, labels=self.labels)
 
     def run(self):
-        "Write the seeds; returns {'out', 'images', 'written', 'seconds' (the whole run), 'num_classes'}"
+        "Write the seeds (of its `shard`'s share); returns {'out', 'images' (this run's), 'written', 'seconds' (the whole run), 'num_classes', 'shard', 'present', 'total'}"
         t0 = time.time()
         if self.layout not in LAYOUTS: raise ValueError(f"`layout` must be one of {tuple(LAYOUTS)}, got {self.layout!r}")
-        dev = 'cuda' if self.device == 'auto' and torch.cuda.is_available() else ('cpu' if self.device == 'auto' else self.device)
+        dev = stage_device(self.device)
         model, cfg = load_cam_model(self.ckpt, self.official, dev, **parse_opts(self.model, set(MODEL_FIELDS), 'model'))
         ds = self.dataset()
         if self.data in OWN_DATA and not self.images: check_classes(cfg.classes, ds.truth, self.ckpt or self.official)
@@ -223,11 +225,12 @@ class CAMStage(DataOptions):
         claim_folder(self.out, dict(stage='seeds', checkpoint_sha256=file_sha256(self.ckpt or self.official), data='images' if self.images else self.data, classes=classes,
                                     num_classes=cfg.num_classes, scales=list(sc), flip=self.flip, relu_first=self.relu_first, bf16=self.bf16, layout=self.layout),
                      'seeds', pattern='*.np[yz]')
-        t = time.time()
+        t, (shard, share) = time.time(), my_share(range(len(ds)), self.shard)
         n = infer_seeds(model, ds, self.out, scales=sc, flip=self.flip, layout=self.layout, overlays=self.overlays, predict=self.predict,
                         images_per_batch=self.images_per_batch, max_batch=self.max_batch, max_pixels=self.max_pixels, progress=self.progress,
-                        relu_first=self.relu_first, bf16=self.bf16, channels_last=self.channels_last, num_classes=cfg.num_classes)
-        print(f'aeft_cam: {n} seed files written to {self.out} ({len(ds) - n} already there) in {time.time() - t:.1f}s')
-        return dict(out=str(self.out), images=len(ds), written=n, seconds=time.time() - t0, num_classes=cfg.num_classes)
+                        relu_first=self.relu_first, bf16=self.bf16, channels_last=self.channels_last, num_classes=cfg.num_classes, share=share)
+        present = sum(seed_file(self.out, id, self.layout).exists() for id in ds.ids)
+        print(f'aeft_cam: {n} seed files written to {self.out} ({len(share) - n} already there) in {time.time() - t:.1f}s' + share_note(shard, len(share), present, len(ds)))
+        return dict(out=str(self.out), images=len(share), written=n, seconds=time.time() - t0, num_classes=cfg.num_classes, shard=shard and str(shard), present=present, total=len(ds))
 
 aeft_cam = command(CAMStage, CAMStage.run, 'aeft_cam', old=OLD_DATA)

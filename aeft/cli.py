@@ -10,7 +10,7 @@ import argparse, ast, inspect, sys, typing
 from dataclasses import MISSING, dataclass, fields, is_dataclass
 from typing import Literal
 from fastcore.docments import docments
-from .core import cli_errors
+from .core import Shard, cli_errors
 
 # %% ../nbs/00a_cli.ipynb #69a3abe1
 def field_docs(cls):
@@ -34,9 +34,18 @@ def _tuple(v, name):
     except (ValueError, SyntaxError): raise ValueError(f"--{name} must be values separated by commas, e.g. 2,4,8, got {v!r}") from None
     return tuple(t) if isinstance(t, (list, tuple)) else (t,)
 
+def _shard(v, name):
+    "The `Shard` of `v`: text 'k/n', a (k, n) pair (TOML) or a `Shard`, with 1 ≤ k ≤ n"
+    try: k, n = (int(x) for x in (v.split('/') if isinstance(v, str) else v))
+    except (TypeError, ValueError): k = n = None
+    if k is None or not 1 <= k <= n:
+        raise ValueError(f"--{name} must be k/n, share k of n with 1 ≤ k ≤ n (e.g. 2/4), got {v!r}")
+    return Shard(k, n)
+
 def parse_value(v, tp, name, default=None):
     "`v` (text, or a value read from TOML) as the type `tp` of option `name`; ValueError naming `--name`, what it got and what it takes"
     if v is None or (default is None and isinstance(v, str) and v == 'None'): return None
+    if tp is Shard: return _shard(v, name)
     if typing.get_origin(tp) is Literal:
         choices = typing.get_args(tp)
         cast = type(choices[0])

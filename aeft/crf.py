@@ -16,7 +16,7 @@ import pydensecrf.densecrf as dcrf
 from pydensecrf.utils import unary_from_softmax
 from fastcore.basics import ifnone
 from fastprogress.fastprogress import progress_bar
-from .core import cli_errors, check_outside
+from .core import cli_errors, check_outside, exit_with_parent, my_share, share_note, Shard
 from .artefacts import (claim_folder, read_manifest, MANIFEST, load_seeds, seed_file, seed_layout, seed_stack, check_seed_classes,   # their home is aeft.artefacts
                             save_crf, load_label_scores, crf_folder, load_crf)
 from .voc import load_image, read_ids
@@ -100,7 +100,7 @@ def run_crf(seeds, root, out, ids, alphas=ALPHAS, t=10, num_classes=None, worker
     if workers <= 1 or len(jobs) <= 1:
         for j in bar(jobs): _crf_image(*j)
         return len(jobs)
-    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=get_context('fork')) as ex:
+    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=get_context('fork'), initializer=exit_with_parent, initargs=(os.getpid(),)) as ex:
         futs = [ex.submit(_crf_image, *j) for j in jobs]
         try:
             for f in bar(as_completed(futs)): f.result()
@@ -118,23 +118,26 @@ class CRFStage(DataOptions):
     crf_iters: int = 10          # CRF mean-field iterations: 10, as _crf_with_alpha in tools/imutils.py of KAIST-vilab/AEFT
     num_classes: int = None      # classes (no background) the seed files may hold; default the data's: 20 (VOC), 80 (COCO)
     processes: int = None        # worker processes of the stage's pool (default: the CPUs this process may use; 1: all in this process)
+    shard: Shard = None          # the share of the images this process runs: k/n, every n-th run of 4 ids from the k-th, into the same --out (array jobs); default under torchrun RANK+1/WORLD_SIZE, else all
     progress: bool = True        # progress bars
 
     def run(self):
-        "The CRF outputs of the seeds of the images to run (default: train_aug for VOC, train for COCO); {'out', 'images', 'run', 'seconds', 'alphas', 'processes'}"
+        "The CRF outputs of the seeds of the images to run (default: train_aug for VOC, train for COCO), or of its `shard`; {'out', 'images' (this run's), 'run', 'seconds', 'alphas', 'processes', 'shard', 'present', 'total'}"
         al = tuple(self.alphas)
         if not al or not all(isinstance(a, int) and not isinstance(a, bool) and a >= 0 for a in al):
             raise ValueError(f"--alphas must be non-negative integers separated by commas, got {','.join(map(str, al))!r}")
         if self.crf_iters < 1: raise ValueError(f"--crf_iters must be at least 1, got {self.crf_iters}")
         truth = self.truth(self.progress)
-        todo = self.image_ids(truth)
+        ids = self.image_ids(truth)
+        shard, todo = my_share(ids, self.shard)
         processes = self.processes or len(os.sched_getaffinity(0))
         t0 = time.time()
-        n = run_crf(self.seeds, truth, self.out, todo, al, self.crf_iters, self.num_classes, processes, self.progress)
+        n = run_crf(self.seeds, truth, self.out, todo, al, self.crf_iters, self.num_classes, processes, self.progress) if todo or not shard else 0
         s = time.time() - t0
+        present = sum(all((Path(self.out)/f'{a:02d}'/f'{id}.npy').exists() for a in al) for id in ids)
         print(f"aeft_crf: {n} images run at alphas {', '.join(map(str, al))} in {s:.1f}s ({n/max(s, 1e-9):.2f} images/s, {processes} process{'es' * (processes > 1)}); "
-              f"{len(todo) - n} already done; {Path(self.out)}")
-        return dict(out=str(self.out), images=len(todo), run=n, seconds=s, alphas=al, processes=processes)
+              f"{len(todo) - n} already done; {Path(self.out)}" + share_note(shard, len(todo), present, len(ids)))
+        return dict(out=str(self.out), images=len(todo), run=n, seconds=s, alphas=al, processes=processes, shard=shard and str(shard), present=present, total=len(ids))
 
 aeft_crf = command(CRFStage, CRFStage.run, 'aeft_crf', positional=('seeds',), old=dict(OLD_DATA, workers='processes', t='crf_iters'))
 

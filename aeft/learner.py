@@ -20,6 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from fastprogress.fastprogress import master_bar, progress_bar, IN_NOTEBOOK
 from .core import atomic_write
+from .artefacts import lock_folder
 from .optim import make_optimizer
 from .step import aeft_step, bce_step
 from .config import TrainConfig, build_model, checked_config
@@ -230,7 +231,18 @@ class Learner:
         for cb in self.cbs: getattr(cb, event, lambda learn: None)(self)
 
     def fit(self, resume=False):
-        "Train up to `cfg.epochs`; with `resume`, continue from `out/last.pt` when it exists"
+        "Train up to `cfg.epochs`, holding `out`'s lock (`aeft.artefacts.lock_folder`: another run writing there is refused); with `resume`, continue from `out/last.pt` when it exists"
+        with contextlib.ExitStack() as held:
+            refused = None
+            if self.main:
+                try: held.enter_context(lock_folder(self.out, Path(sys.argv[0]).name or 'a training run'))
+                except ValueError as e: refused = e
+            if self.world > 1: shared = [refused]; dist.broadcast_object_list(shared, src=0); refused = shared[0]   # every process stops alike
+            if refused is not None: raise refused
+            return self._fit(resume)
+
+    def _fit(self, resume):
+        "The body of `fit`, run while the lock is held"
         if self.ckpt.exists():
             if not resume: raise FileExistsError(f"{self.ckpt} exists: resume it (`--resume`) or choose another output folder")
             self.load()

@@ -16,7 +16,7 @@ import numpy as np, torch, torch.nn.functional as F
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 from fastprogress.fastprogress import progress_bar
-from .core import atomic_write, file_sha256, save_figure, voc_palette, check_outside
+from .core import atomic_write, file_sha256, save_figure, voc_palette, check_outside, my_share, share_note, stage_device, Shard
 from .artefacts import claim_folder, MANIFEST
 from .cli import command
 from .data import NAMES, DATA, GroundTruth, DataOptions, as_truth, data_folder, ground_truth, OLD_DATA, OWN_DATA, check_classes
@@ -114,10 +114,10 @@ class SplitImages:
     def image(self, i): return load_image(self.file(self.ids[i]))
 
 # %% ../nbs/23_predict.ipynb #2ae7ed4e
-def predict_split(model, ds, folder, *, scales=(1.0,), flip=False, fuse='logits', crf=None, images_per_batch=4, max_batch=16, max_pixels=None, progress=True):
-    "Write the mask of every image of `ds` (`.ids`, `.image(i)`) as `folder/<id>.png`, skipping those already there; returns the number written; the settings are keywords (`crf`: a `CRF_SETTINGS` name)"
+def predict_split(model, ds, folder, *, scales=(1.0,), flip=False, fuse='logits', crf=None, images_per_batch=4, max_batch=16, max_pixels=None, progress=True, share=None):
+    "Write the mask of every image of `ds` (`.ids`, `.image(i)`; or of its indices `share`, a `aeft.core.Shard`'s) as `folder/<id>.png`, skipping those already there; returns the number written; the settings are keywords (`crf`: a `CRF_SETTINGS` name)"
     folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
-    todo = [i for i in range(len(ds)) if not (folder/f'{ds.ids[i]}.png').exists()]
+    todo = [i for i in (range(len(ds)) if share is None else share) if not (folder/f'{ds.ids[i]}.png').exists()]
     chunks = [todo[j:j + images_per_batch] for j in range(0, len(todo), images_per_batch)]
     for chunk in progress_bar(chunks, leave=False) if progress else chunks:
         imgs = [ds.image(i) for i in chunk]
@@ -214,10 +214,11 @@ class PredictStage(DataOptions):
     max_batch: int = 16        # largest batch of one forward pass
     max_pixels: int = None     # most input pixels in one batch (default: aeft.cam.CPU_BATCH_PIXELS on a CPU, no limit on a GPU)
     device: Literal['auto', 'cpu', 'cuda'] = 'auto'   # where the networks run: 'auto' (a GPU when there is one), 'cpu' or 'cuda'
+    shard: Shard = None        # the share of the images this process runs: k/n, every n-th run of 4 ids from the k-th, into the same --out (array jobs); default under torchrun RANK+1/WORLD_SIZE, else all; a share is not scored or packed
     progress: bool = True      # progress bars
 
     def run(self):
-        "Predict the split (default: val) or the `ids`, then score it or, for VOC's test, pack it; returns {'out' (the mask folder), 'split', 'images', 'written', 'seconds'} with 'miou' and 'scores' (scores.json) when scored, 'archive' for test"
+        "Predict the split (default: val) or the `ids`, then score it or, for VOC's test, pack it (a `shard`'s share: neither); returns {'out' (the mask folder), 'split', 'images' (this run's), 'written', 'seconds', 'shard', 'present', 'total'} with 'miou' and 'scores' (scores.json) when scored, 'archive' for test"
         t0, sc = time.time(), _scales(self.scales)
         if self.fuse not in FUSIONS: raise ValueError(f"--fuse must be one of {', '.join(FUSIONS)}, got {self.fuse!r}")
         if self.crf_settings is not None and self.crf_settings not in CRF_SETTINGS:
@@ -230,7 +231,7 @@ class PredictStage(DataOptions):
         if test and self.data == 'coco':
             raise ValueError("--split test is VOC 2012's evaluation-server split; COCO 2014 has none here: with --data coco predict val (its annotated val2014 images, scored) or train")
         if test: server_folder('.', self.comp)          # checks `comp`
-        dev = ('cuda' if torch.cuda.is_available() else 'cpu') if self.device == 'auto' else self.device
+        dev = stage_device(self.device)
         model, cfg = load_segmenter(self.ckpt, dev)
         if self.data in OWN_DATA: check_classes(cfg.classes, self.truth(self.progress), self.ckpt)
         labels = {'voc': len(NAMES), 'coco': len(COCO_NAMES)}
@@ -247,12 +248,15 @@ class PredictStage(DataOptions):
         settings = dict(checkpoint_sha256=file_sha256(self.ckpt), split=split, scales=list(sc), flip=self.flip, fuse=self.fuse, crf=self.crf_settings,
                         **(dict(comp=self.comp) if test else {}))
         claim_folder(where, settings, 'predictions', str(folder.relative_to(where)/'*.png'))
-        t = time.time()
+        t, (shard, share) = time.time(), my_share(range(len(ds)), self.shard)
         n = predict_split(model, ds, folder, scales=sc, flip=self.flip, fuse=self.fuse, crf=self.crf_settings, images_per_batch=self.images_per_batch,
-                          max_batch=self.max_batch, max_pixels=self.max_pixels, progress=self.progress)
-        done = f"aeft_predict: {n} masks written to {folder} ({len(ds) - n} already there) in {time.time() - t:.1f}s"
-        summary = dict(out=str(folder), split=split, images=len(ds), written=n)
-        if test:
+                          max_batch=self.max_batch, max_pixels=self.max_pixels, progress=self.progress, share=share)
+        present = sum((folder/f'{id}.png').exists() for id in ds.ids)
+        done = f"aeft_predict: {n} masks written to {folder} ({len(share) - n} already there) in {time.time() - t:.1f}s" + share_note(shard, len(share), present, len(ds))
+        summary = dict(out=str(folder), split=split, images=len(share), written=n, shard=shard and str(shard), present=present, total=len(ds))
+        if shard:
+            report = f"a share is neither scored nor packed: once every share is done, aeft_predict without --shard {'packs' if test else 'scores'} them (it writes no mask again)"
+        elif test:
             arc = write_archive(where, ds.ids, self.comp)
             report = (f"{arc}: {check_archive(arc, ds, self.comp)} masks under {server_folder('', self.comp)}, read back and checked; "
                       f"upload it to the PASCAL VOC evaluation server as a {self.comp} entry ({COMPETITIONS[self.comp]})")

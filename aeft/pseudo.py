@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np, torch, torch.nn.functional as F
 from fastcore.basics import ifnone
 from fastprogress.fastprogress import progress_bar
-from .core import atomic_write, file_sha256, IMAGENET_STATS, check_outside
+from .core import atomic_write, file_sha256, IMAGENET_STATS, check_outside, exit_with_parent, my_share, share_note, stage_device, Shard
 from .artefacts import claim_folder, read_manifest, MANIFEST
 from .affinity import radius_pairs, affinities, load_affinity_model, affinity_checkpoint
 from .voc import load_image, save_mask
@@ -204,7 +204,7 @@ def run_pseudo(model, seeds, root, out, ids, beta=BETA, logt=LOGT, bg_power=BG_P
         for id in bar(todo): _finish(files[id][0], walked(id), crf, stride, out/f'{id}.png')
         return len(todo)
     ctx = get_context('spawn' if torch.cuda.is_initialized() else 'fork')   # a forked child of a CUDA process cannot be trusted
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=torch.set_num_threads, initargs=(1,)) as ex:
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=exit_with_parent, initargs=(os.getpid(), 1)) as ex:
         try:
             pending = set()
             for id in bar(todo):
@@ -233,24 +233,27 @@ class PseudoStage(DataOptions):
     num_classes: int = None      # classes (no background) the seed files may hold; default the data's: 20 (VOC), 80 (COCO)
     device: Literal['auto', 'cpu', 'cuda'] = 'auto'  # where the networks run: 'auto' (a GPU when there is one), 'cpu' or 'cuda'
     processes: int = None        # worker processes of the stage's pool (default: the CPUs this process may use; 1: all in this process): the CRF step and the writing
+    shard: Shard = None          # the share of the images this process runs: k/n, every n-th run of 4 ids from the k-th, into the same --out (array jobs); default under torchrun RANK+1/WORLD_SIZE, else all
     progress: bool = True        # progress bars
 
     def run(self):
-        "Pseudo masks of the images to run (default: train_aug for VOC, as the README of KAIST-vilab/AEFT runs infer_aff.py; train for COCO); {'out', 'images', 'written', 'seconds', 'walk', 'processes', 'ckpt'}"
+        "Pseudo masks of the images to run (default: train_aug for VOC, as the README of KAIST-vilab/AEFT runs infer_aff.py; train for COCO), or of its `shard`; {'out', 'images' (this run's), 'written', 'seconds', 'walk', 'processes', 'shard', 'present', 'total', 'ckpt'}"
         if self.walk not in WALKS: raise ValueError(f"--walk must be one of {', '.join(WALKS)}, got {self.walk!r}")
-        dev = 'cuda' if self.device == 'auto' and torch.cuda.is_available() else ('cpu' if self.device == 'auto' else self.device)
+        dev = stage_device(self.device)
         ckpt = affinity_checkpoint(self.ckpt)
         model, cfg = load_affinity_model(ckpt, dev)
         truth = self.truth(self.progress)
-        todo = self.image_ids(truth)
+        ids = self.image_ids(truth)
+        shard, todo = my_share(ids, self.shard)
         processes = self.processes or len(os.sched_getaffinity(0))
         source = dict(sha256=file_sha256(ckpt), backbone=cfg.backbone, file=ckpt.name)   # the checkpoint by its content and name: it may move
         t0 = time.time()
         n = run_pseudo(model, self.seeds, truth, self.out, todo, self.beta, self.logt, self.bg_power, self.crf_iters, self.walk, self.radius or cfg.radius,
-                       cfg.stride, self.num_classes, source, processes, self.progress)
+                       cfg.stride, self.num_classes, source, processes, self.progress) if todo or not shard else 0
         s = time.time() - t0
-        print(f"aeft_pseudo: {n} pseudo masks written to {self.out} in {s:.1f}s ({processes} process{'es' if processes > 1 else ''}, {self.walk} walk, AffinityNet {ckpt}); {len(todo) - n} already there")
-        return dict(out=str(self.out), images=len(todo), written=n, seconds=s, walk=self.walk, processes=processes, ckpt=str(ckpt))
+        print(f"aeft_pseudo: {n} pseudo masks written to {self.out} in {s:.1f}s ({processes} process{'es' if processes > 1 else ''}, {self.walk} walk, AffinityNet {ckpt}); {len(todo) - n} already there"
+              + share_note(shard, len(todo), present := sum((Path(self.out)/f'{id}.png').exists() for id in ids), len(ids)))
+        return dict(out=str(self.out), images=len(todo), written=n, seconds=s, walk=self.walk, processes=processes, shard=shard and str(shard), present=present, total=len(ids), ckpt=str(ckpt))
 
 aeft_pseudo = command(PseudoStage, PseudoStage.run, 'aeft_pseudo', positional=('seeds', 'ckpt'), old=dict(OLD_DATA, workers='processes', crf='crf_iters'))
 
