@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['MANIFEST', 'LAYOUTS', 'SCORE_DTYPES', 'IGNORE', 'VOC_LABELS', 'KINDS', 'differing', 'check_same', 'read_manifest',
-           'claim_folder', 'irn_strided', 'seed_file', 'save_seeds', 'seed_layout', 'load_seeds', 'check_seed_classes',
-           'seed_stack', 'stored_scores', 'read_scores', 'save_crf', 'load_label_scores', 'scores_to_mask',
+           'claim_folder', 'irn_strided', 'stored_scores', 'read_scores', 'seed_file', 'save_seeds', 'seed_layout',
+           'load_seeds', 'check_seed_classes', 'seed_stack', 'save_crf', 'load_label_scores', 'scores_to_mask',
            'crf_folder', 'load_crf', 'save_mask', 'read_mask', 'load_mask', 'read_coco_mask', 'mask_file',
            'read_prediction']
 
@@ -61,6 +61,20 @@ def irn_strided(high_res, stride=4):
     return x/(x.amax((1, 2), keepdim=True) + 1e-5)
 
 LAYOUTS = {'psa': '.npy', 'irn': '.npy', 'npz': '.npz'}   # seed layout: file suffix
+SCORE_DTYPES = ('float32', 'float16', 'uint8')   # stored number types of score maps: float32 as released, half its bytes, a quarter (round(255·score))
+
+def stored_scores(maps, dtype='float32'):
+    "{key: map} of `maps` as stored in `dtype`: unchanged for 'float32', float16, or uint8 round(255·score) of scores clipped to [0, 1]"
+    if dtype not in SCORE_DTYPES: raise ValueError(f"`dtype` must be one of {SCORE_DTYPES}, got {dtype!r}")
+    if dtype == 'float32': return maps
+    cast = (lambda v: np.round(np.clip(v, 0, 1)*255).astype(np.uint8)) if dtype == 'uint8' else (lambda v: np.asarray(v, np.float16))
+    return {k: cast(v) for k, v in maps.items()}
+
+def read_scores(v):
+    "A stored score map back as float32: uint8 maps are 255·score (`stored_scores`)"
+    v = np.asarray(v)
+    return v.astype(np.float32)/np.float32(255) if v.dtype == np.uint8 else v.astype(np.float32, copy=False)
+
 
 def seed_file(folder, id, layout=None):
     "The seed file of image `id` in `folder`: `<id>.npy` or `<id>.npz` for `layout`; without `layout`, the one that exists"
@@ -70,14 +84,15 @@ def seed_file(folder, id, layout=None):
     if not found: raise FileNotFoundError(f"no seed file for image {id!r} in {folder} (<id>.npy or <id>.npz, written by aeft_cam)")
     return found[0]
 
-def save_seeds(seeds, path, layout='psa'):
-    "Write `seeds` ({class: map}) to `path` atomically and return it: PSA's pickled dict, IRN's keys/cam/high_res dict (.npy), or pickle-free keys/high_res (.npz)"
+def save_seeds(seeds, path, layout='psa', dtype='float32'):
+    "Write `seeds` ({class: map}) to `path` atomically and return it: PSA's pickled dict, IRN's keys/cam/high_res dict (.npy), or pickle-free keys/high_res (.npz); the maps `stored_scores` in `dtype` (IRN's strided `cam` stays float32)"
     if layout not in LAYOUTS: raise ValueError(f"`layout` must be one of {tuple(LAYOUTS)}, got {layout!r}")
-    if layout == 'psa': return atomic_write(path, lambda f: np.save(f, seeds))
+    if layout == 'psa': return atomic_write(path, lambda f: np.save(f, stored_scores(seeds, dtype)))
     keys = np.array(sorted(seeds), dtype=np.int64)
     high = np.stack([seeds[k] for k in keys]) if len(keys) else np.zeros((0, 1, 1), np.float32)
-    if layout == 'npz': return atomic_write(path, lambda f: np.savez(f, keys=keys, high_res=high))
-    return atomic_write(path, lambda f: np.save(f, {'keys': keys, 'cam': irn_strided(high), 'high_res': high}))
+    kept = stored_scores({'high_res': high}, dtype)['high_res']
+    if layout == 'npz': return atomic_write(path, lambda f: np.savez(f, keys=keys, high_res=kept))
+    return atomic_write(path, lambda f: np.save(f, {'keys': keys, 'cam': irn_strided(high), 'high_res': kept}))
 
 def seed_layout(path):
     "The layout of seed file `path`: 'npz' (by its suffix), 'irn' (a dict with 'keys') or 'psa' ({class: map})"
@@ -99,7 +114,7 @@ def load_seeds(path, num_classes=20):
     bad = [k for k in sd if not (isinstance(k, (int, np.integer)) and 0 <= k < num_classes)]
     if bad: raise ValueError(f"seed file {path} has class keys {[k.item() if isinstance(k, np.generic) else k for k in bad]}; "
                              f"expected class indices 0..{num_classes - 1} (background excluded)")
-    sd = {int(k): v for k, v in sd.items()}
+    sd = {int(k): read_scores(v) for k, v in sd.items()}     # float32 whatever the stored number type
     shapes = {np.shape(v) for v in sd.values()}
     if len(shapes) > 1 or any(len(s) != 2 for s in shapes): raise ValueError(f"seed file {path} holds maps of shapes {sorted(shapes)}; expected one (H, W)")
     if not all(np.isfinite(v).all() for v in sd.values()): raise ValueError(f"seed file {path} holds values that are not finite (NaN or inf)")
@@ -119,20 +134,6 @@ def seed_stack(seeds, size):
     return keys, (torch.from_numpy(np.stack([np.asarray(seeds[k], np.float32) for k in keys])) if keys else torch.zeros(0, *size))
 
 # %% ../nbs/11b_artefacts.ipynb #e5bfb0fe
-SCORE_DTYPES = ('float32', 'float16', 'uint8')   # stored number types of score maps: float32 as released, half its bytes, a quarter (round(255·score))
-
-def stored_scores(maps, dtype='float32'):
-    "{key: map} of `maps` as stored in `dtype`: unchanged for 'float32', float16, or uint8 round(255·score) of scores clipped to [0, 1]"
-    if dtype not in SCORE_DTYPES: raise ValueError(f"`dtype` must be one of {SCORE_DTYPES}, got {dtype!r}")
-    if dtype == 'float32': return maps
-    cast = (lambda v: np.round(np.clip(v, 0, 1)*255).astype(np.uint8)) if dtype == 'uint8' else (lambda v: np.asarray(v, np.float16))
-    return {k: cast(v) for k, v in maps.items()}
-
-def read_scores(v):
-    "A stored score map back as float32: uint8 maps are 255·score (`stored_scores`)"
-    v = np.asarray(v)
-    return v.astype(np.float32)/np.float32(255) if v.dtype == np.uint8 else v.astype(np.float32, copy=False)
-
 def save_crf(scores, path, dtype='float32'):
     "Write `scores` ({label: (H, W) map}, 0 background, k + 1 class k) as the CRF output `path`, the pickled dict the released infer.py writes, its maps `stored_scores` in `dtype`, atomically; returns `path`"
     return atomic_write(path, lambda f: np.save(f, stored_scores(scores, dtype)))
