@@ -6,8 +6,8 @@
 __all__ = ['BG_POWER', 'STRIDE', 'BETA', 'LOGT', 'WALKS', 'MAX_MEMORY', 'CHUNK_BYTES', 'PROCESS_BYTES', 'CRF_T', 'ROUND_TRIP',
            'PAD_RGB', 'aeft_pseudo', 'pad_to', 'walk_scores', 'grid_scores', 'affinity_matrix', 'transition',
            'walk_dense', 'sparse_transition', 'walk_sparse', 'random_walk', 'walk_radius', 'walk_pairs', 'walk_memory',
-           'crf_memory', 'forward_memory', 'check_memory', 'crf_image', 'embed', 'walk_image', 'pseudo_mask',
-           'run_pseudo', 'PseudoStage']
+           'crf_memory', 'forward_memory', 'fit_size', 'check_memory', 'crf_image', 'embed', 'walk_image',
+           'pseudo_mask', 'run_pseudo', 'PseudoStage']
 
 # %% ../nbs/21_pseudo.ipynb #a59c1fdf
 import hashlib, io, json, os, time, warnings, weakref
@@ -152,18 +152,30 @@ def forward_memory(model, H, W):
     with _Peak() as p: out = functional_call(model, state, (x,))
     return p.peak, tuple(out.shape)
 
-def check_memory(image, model, stride=STRIDE, radius=5, walk='sparse', max_memory=MAX_MEMORY, classes=21):
-    "The bytes one image file `image` needs in `aeft_pseudo` (the libraries, weights, input, then the largest of AffinityNet `model`'s forward pass, the walk, the CRF step); ValueError naming the image, its need and the option to change when over `max_memory` GB"
-    W, H = Image.open(image).size                   # the header only
+def fit_size(W, H, max_pixels=None):
+    "(W', H'): W×H scaled down, its aspect kept, to at most `max_pixels` pixels; unchanged when it has no more or `max_pixels` is None"
+    if max_pixels is None or W*H <= max_pixels: return W, H
+    s = (max_pixels/(W*H))**0.5
+    return max(1, int(W*s)), max(1, int(H*s))
+
+def _need(model, W, H, stride, radius, walk, classes):
+    "(bytes, {step: bytes}, the fixed bytes) of a W×H image"
     h, w = -(-H//stride), -(-W//stride)
     fwd, shape = forward_memory(model, h*stride, w*stride)
-    try: walk_b = walk_memory(h, w, shape[1], radius, walk, classes)
-    except ValueError as e: raise ValueError(f"image {image} ({W}×{H}): {e}") from None
     fixed = PROCESS_BYTES + sum(t.nbytes for t in (*model.parameters(), *model.buffers())) + 12*h*w*stride*stride
-    parts = dict(AffinityNet=fwd, walk=walk_b, CRF=crf_memory(h*stride, w*stride, classes))
-    need = fixed + max(parts.values())
+    parts = dict(AffinityNet=fwd, walk=walk_memory(h, w, shape[1], radius, walk, classes), CRF=crf_memory(h*stride, w*stride, classes))
+    return fixed + max(parts.values()), parts, fixed
+
+def check_memory(image, model, stride=STRIDE, radius=5, walk='sparse', max_memory=MAX_MEMORY, classes=21, max_pixels=None):
+    "The bytes one image file `image`, downscaled to `max_pixels`, needs in `aeft_pseudo` (the libraries, weights, input, then the largest of AffinityNet `model`'s forward pass, the walk, the CRF step); ValueError naming the image, its need and the option to change when over `max_memory` GB"
+    W, H = Image.open(image).size                   # the header only
+    try: need, parts, fixed = _need(model, *fit_size(W, H, max_pixels), stride, radius, walk, classes)
+    except ValueError as e: raise ValueError(f"image {image} ({W}×{H}): {e}") from None
     if need > max_memory*1e9:
-        fix = "use --walk sparse (the same scores to 1e-4, memory linear in the pixels) or raise --max_memory" if walk == 'dense' else "raise --max_memory or downscale the image"
+        n = min(W*H, max_pixels or W*H)
+        while n >= 64*64 and _need(model, *fit_size(W, H, n), stride, radius, walk, classes)[0] > max_memory*1e9: n = int(n*0.9)
+        fix = "use --walk sparse (the same scores to 1e-4, memory linear in the pixels) or raise --max_memory" if walk == 'dense' else \
+              f"raise --max_memory{f', or walk it downscaled with --max_pixels {n//1000*1000}' if n >= 64*64 else ''}"
         steps = ', '.join(f"{'the ' + walk + ' walk' if k == 'walk' else k} {v/1e9:.1f}" for k, v in parts.items())
         raise ValueError(f"image {image} ({W}×{H}): needs {need/1e9:.1f} GB ({steps}; libraries, weights and input {fixed/1e9:.1f}), more than --max_memory {max_memory:g} GB; {fix}")
     return need
@@ -243,38 +255,47 @@ def _seeds(path, img, num_classes):
     if bad: raise ValueError(f"seed file {path} holds maps of shape {bad.pop()} but its image is {img.height}×{img.width}; expected seeds at the image's size")
     return seeds
 
-def _finish(image, walked, crf, stride, path):
-    "Upsample, CRF and argmax the `walked` scores of the image file `image` and write the mask to `path`"
-    save_mask(pseudo_mask(load_image(image), torch.as_tensor(walked), crf, stride), path)
+def _fit(img, seeds, max_pixels):
+    "PIL `img` and its `seeds` ({class: (H, W) map}) resized bilinearly to `fit_size`, or as they are"
+    size = fit_size(img.width, img.height, max_pixels)
+    if size == img.size: return img, seeds
+    resize = lambda v: F.interpolate(torch.as_tensor(v)[None, None], size=size[::-1], mode='bilinear', align_corners=False)[0, 0].numpy()
+    return img.resize(size, Image.BILINEAR), {k: resize(v) for k, v in seeds.items()}
+
+def _finish(image, walked, crf, stride, path, max_pixels=None):
+    "Upsample, CRF and argmax the `walked` scores of the image file `image` (downscaled to `max_pixels`) and write the mask, at the image's size (nearest), to `path`"
+    img = load_image(image)
+    m = pseudo_mask(_fit(img, {}, max_pixels)[0], torch.as_tensor(walked), crf, stride)
+    save_mask(m if m.shape == (img.height, img.width) else np.asarray(Image.fromarray(m).resize(img.size, Image.NEAREST)), path)
 
 # %% ../nbs/21_pseudo.ipynb #53f0413a
 def run_pseudo(model, seeds, root, out, ids, beta=BETA, logt=LOGT, bg_power=BG_POWER, crf=CRF_T, walk='sparse', radius=5, stride=STRIDE,
-               num_classes=None, source=None, workers=1, progress=True, max_memory=MAX_MEMORY):
-    "Pseudo masks `out/<id>.png` of the images `ids` of `root` (a VOC root or a `GroundTruth`, e.g. COCO's) from the seeds in `seeds` and AffinityNet `model` (described in the manifest by `source`); `num_classes` None: the data's (20, 80); refused before any is run when its largest image needs more than `max_memory` GB (`check_memory`); returns the number written"
+               num_classes=None, source=None, workers=1, progress=True, max_memory=MAX_MEMORY, max_pixels=None):
+    "Pseudo masks `out/<id>.png` of the images `ids` of `root` (a VOC root or a `GroundTruth`, e.g. COCO's) from the seeds in `seeds` and AffinityNet `model` (described in the manifest by `source`); `num_classes` None: the data's (20, 80); refused before any is run when its largest image needs more than `max_memory` GB (`check_memory`); images of more than `max_pixels` pixels walked downscaled, their masks upsampled; returns the number written"
     if walk not in WALKS: raise ValueError(f"`walk` must be one of {tuple(WALKS)}, got {walk!r}")
     if logt < 0 or crf < 0 or beta <= 0: raise ValueError(f"need logt >= 0, crf >= 0 and beta > 0, got logt={logt}, crf={crf}, beta={beta}")
     out, ids, truth = Path(out), list(ids), as_truth(root)
     num_classes = ifnone(num_classes, len(truth.names) - 1)
     files = _plan(seeds, truth, out, ids, num_classes)
     largest = max((f[0] for f in files.values()), key=lambda f: np.prod(Image.open(f).size))   # the need grows with the pixels
-    check_memory(largest, model, stride, radius, walk, max_memory, 1 + num_classes)
+    check_memory(largest, model, stride, radius, walk, max_memory, 1 + num_classes, max_pixels)
     claim_folder(out, dict(stage='pseudo', seeds=str(Path(seeds).resolve()), model=source, beta=beta, logt=logt, bg_power=bg_power, crf=crf,
-                     radius=radius, stride=stride, num_classes=num_classes), 'pseudo masks')
+                     radius=radius, stride=stride, num_classes=num_classes, **({} if max_pixels is None else dict(max_pixels=max_pixels))), 'pseudo masks')
     todo = [id for id in ids if not (out/f'{id}.png').exists()]
     def walked(id):
-        img = load_image(files[id][0]); seeds = _seeds(files[id][1], img, num_classes)
+        img = load_image(files[id][0]); img, seeds = _fit(img, _seeds(files[id][1], img, num_classes), max_pixels)
         try: return walk_image(model, img, seeds, beta, logt, bg_power, radius, walk, stride, num_classes).cpu().numpy()
         except ValueError as e: raise ValueError(f"image {files[id][0]} ({img.width}×{img.height}): {e}") from None
     bar = (lambda it: progress_bar(it, leave=False)) if progress else (lambda it: it)
     if workers <= 1 or len(todo) <= 1:
-        for id in bar(todo): _finish(files[id][0], walked(id), crf, stride, out/f'{id}.png')
+        for id in bar(todo): _finish(files[id][0], walked(id), crf, stride, out/f'{id}.png', max_pixels)
         return len(todo)
     ctx = get_context('spawn' if torch.cuda.is_initialized() else 'fork')   # a forked child of a CUDA process cannot be trusted
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=torch.set_num_threads, initargs=(1,)) as ex:
         try:
             pending = set()
             for id in bar(todo):
-                pending.add(ex.submit(_finish, files[id][0], walked(id), crf, stride, out/f'{id}.png'))
+                pending.add(ex.submit(_finish, files[id][0], walked(id), crf, stride, out/f'{id}.png', max_pixels))
                 if len(pending) >= 2*workers:
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
                     for f in done: f.result()
@@ -296,6 +317,7 @@ class PseudoStage(DataOptions):
     crf_iters: int = CRF_T       # CRF mean-field iterations: 1 after the walk, crf_inference(..., t=1) in infer_aff.py of KAIST-vilab/AEFT (PSA's: none, 0)
     walk: Literal['sparse', 'dense'] = 'sparse'  # the walk's computation: 'sparse' (S ← S·T repeated; faster) or 'dense' (T squared as a dense matrix: the released computation); same scores to 1e-4
     max_memory: float = MAX_MEMORY  # most memory in GB one image may need: 4; the walk's affinities are computed in chunks, and a run whose largest image needs more (`check_memory`: AffinityNet, the walk, the CRF step) is refused before it starts
+    max_pixels: int = None       # most input pixels in one batch (one image here): a larger image is walked downscaled to this many pixels, its mask upsampled (nearest); default none, the full size as infer_aff.py of KAIST-vilab/AEFT
     radius: int = None           # pair radius: default the checkpoint's (5, networks/resnet38_aff.py), shrunk on grids narrower than 2·radius + 1 as there
     num_classes: int = None      # classes (no background) the seed files may hold; default the data's: 20 (VOC), 80 (COCO)
     device: Literal['auto', 'cpu', 'cuda'] = 'auto'  # where the networks run: 'auto' (a GPU when there is one), 'cpu' or 'cuda'
@@ -305,6 +327,7 @@ class PseudoStage(DataOptions):
     def run(self):
         "Pseudo masks of the images to run (default: train_aug for VOC, as the README of KAIST-vilab/AEFT runs infer_aff.py; train for COCO); {'out', 'images', 'written', 'seconds', 'walk', 'processes'}"
         if self.walk not in WALKS: raise ValueError(f"--walk must be one of {', '.join(WALKS)}, got {self.walk!r}")
+        if self.max_pixels is not None and self.max_pixels < 64*64: raise ValueError(f"--max_pixels must be at least 4096 (64×64), got {self.max_pixels}")
         dev = 'cuda' if self.device == 'auto' and torch.cuda.is_available() else ('cpu' if self.device == 'auto' else self.device)
         model, cfg = load_affinity_model(self.ckpt, dev)
         truth = self.truth(self.progress)
@@ -313,7 +336,7 @@ class PseudoStage(DataOptions):
         source = dict(sha256=file_sha256(self.ckpt), backbone=cfg.backbone)   # the checkpoint by its content: it may move
         t0 = time.time()
         n = run_pseudo(model, self.seeds, truth, self.out, todo, self.beta, self.logt, self.bg_power, self.crf_iters, self.walk, self.radius or cfg.radius,
-                       cfg.stride, self.num_classes, source, processes, self.progress, max_memory=self.max_memory)
+                       cfg.stride, self.num_classes, source, processes, self.progress, max_memory=self.max_memory, max_pixels=self.max_pixels)
         s = time.time() - t0
         print(f"aeft_pseudo: {n} pseudo masks written to {self.out} in {s:.1f}s ({processes} process{'es' if processes > 1 else ''}, {self.walk} walk); {len(todo) - n} already there")
         return dict(out=str(self.out), images=len(todo), written=n, seconds=s, walk=self.walk, processes=processes)

@@ -391,7 +391,42 @@ def test_memory_need_and_refusal(tmp_path):
     msg = message(walk='dense', max_memory=need/1e9*0.99)
     assert msg.startswith(f"aeft_pseudo: image {image(id)} ({W}×{H}): needs {need/1e9:.1f} GB (AffinityNet ") and ', the dense walk ' in msg
     assert msg.endswith(f"more than --max_memory {need/1e9*0.99:g} GB; use --walk sparse (the same scores to 1e-4, memory linear in the pixels) or raise --max_memory")
-    assert message(max_memory=1e-4).endswith('more than --max_memory 0.0001 GB; raise --max_memory or downscale the image')
+    assert message(max_memory=1e-4).endswith('more than --max_memory 0.0001 GB; raise --max_memory')             # below the libraries' own: no --max_pixels fits
     assert not (tmp_path/'pseudo').exists()
     assert run('aeft_pseudo', seeds, tmp_path/'aff.pt', '--root', root, '--ids', ids, '--out', tmp_path/'pseudo', '--walk', 'dense',
                '--processes', '1', '--max_memory', need/1e9*1.01).returncode == 0
+
+def test_max_pixels_walks_downscaled(tmp_path):
+    "--max_pixels: a larger image is walked downscaled, its mask written at the image's size and equal to the downscaled walk's mask upsampled; the refusal names a --max_pixels that fits, and it does"
+    from aeft.pseudo import check_memory, fit_size, PROCESS_BYTES
+    from aeft.affinity import load_affinity_model
+    root = tmp_path/'sample'; shutil.copytree(SAMPLE, root)                          # genuine photos, larger than the limits below
+    ids = voc_splits(root, verbose=False)['train'][:2]
+    seeds = write_seeds(root, ids, tmp_path/'seeds')
+    cfg = AffinityConfig.synthetic(device='cpu')
+    torch.save(dict(model=build_affinity_model(cfg).state_dict(), config=asdict(cfg)), tmp_path/'aff.pt')
+    model = load_affinity_model(tmp_path/'aff.pt', 'cpu')[0]
+    idf = tmp_path/'ids.txt'; idf.write_text('\n'.join(ids) + '\n')
+    image = lambda id: voc_root(root)/'JPEGImages'/f'{id}.jpg'
+    common = dict(root=root, ids=idf, processes=1, progress=False)
+    PseudoStage(seeds=str(seeds), ckpt=str(tmp_path/'aff.pt'), out=str(tmp_path/'small'), root=str(root), ids=str(idf), processes=1, progress=False, max_pixels=4096).run()
+    assert json.loads((tmp_path/'small'/MANIFEST).read_text())['max_pixels'] == 4096
+    for id in ids:
+        img = load_image(image(id)); size = fit_size(img.width, img.height, 4096)
+        assert size[0]*size[1] <= 4096 < img.width*img.height
+        m = read_mask(tmp_path/'small'/f'{id}.png')
+        small = img.resize(size, Image.BILINEAR)
+        sd = {k: F.interpolate(torch.as_tensor(v)[None, None], size=size[::-1], mode='bilinear', align_corners=False)[0, 0].numpy()
+              for k, v in load_seeds(seeds/f'{id}.npy').items()}
+        want = pseudo_mask(small, walk_image(model, small, sd, stride=4), stride=4)
+        assert m.shape == (img.height, img.width) and np.array_equal(m, np.asarray(Image.fromarray(want).resize(img.size, Image.NEAREST)))
+    big = max(ids, key=lambda id: np.prod(Image.open(image(id)).size))
+    full = check_memory(image(big), model, 4, max_memory=1e9)
+    limit = (PROCESS_BYTES + (full - PROCESS_BYTES)*0.6)/1e9
+    with pytest.raises(SystemExit) as e: aeft_pseudo(argv(seeds, tmp_path/'aff.pt', out=tmp_path/'p', max_memory=limit, **common))
+    n = int(str(e.value).rsplit('--max_pixels ', 1)[1])
+    assert str(e.value).startswith(f'aeft_pseudo: image {image(big)} (') and n < np.prod(Image.open(image(big)).size)
+    assert check_memory(image(big), model, 4, max_memory=limit, max_pixels=n) <= limit*1e9
+    assert run('aeft_pseudo', seeds, tmp_path/'aff.pt', '--root', root, '--ids', idf, '--out', tmp_path/'p', '--processes', 1, '--max_memory', limit, '--max_pixels', n).returncode == 0
+    with pytest.raises(SystemExit) as e: aeft_pseudo(argv(seeds, tmp_path/'aff.pt', out=tmp_path/'q', max_pixels=100, **common))
+    assert str(e.value) == 'aeft_pseudo: --max_pixels must be at least 4096 (64×64), got 100'
