@@ -54,11 +54,13 @@ def radius_pairs(h, w, radius=5):
     return src.repeat(len(displacements(radius))), to
 
 # %% ../nbs/20_affinity.ipynb #40ccd5ca
-def affinities(f, pairs):
-    "(N, P) affinities exp(-mean_d |f_i - f_j|) of the embeddings `f` (N, D, h, w) over `pairs` (from, to) of flat indices"
+def affinities(f, pairs, chunk=None):
+    "(N, P) affinities exp(-mean_d |f_i - f_j|) of the embeddings `f` (N, D, h, w) over `pairs` (from, to) of flat indices, `chunk` pairs at a time (None: all at once; the same values)"
     frm, to = (p.to(f.device) for p in pairs)
-    x = f.flatten(2)
-    return torch.exp(-(x.index_select(2, frm) - x.index_select(2, to)).abs().mean(1))
+    x = f.flatten(2).transpose(1, 2).contiguous()     # (N, hw, D): each pair's mean runs over contiguous channels, in the same order in any chunk
+    one = lambda a, b: torch.exp(-(x.index_select(1, a) - x.index_select(1, b)).abs().mean(2))
+    if chunk is None or chunk >= len(frm): return one(frm, to)
+    return torch.cat([one(a, b) for a, b in zip(frm.split(chunk), to.split(chunk))], 1)
 
 # %% ../nbs/20_affinity.ipynb #796cec63
 def score_stack(crf, source='the CRF output'):

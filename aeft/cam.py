@@ -148,8 +148,8 @@ def _stored_overlays(ds, share, out, layout, num_classes, progress):
         atomic_write(out/'overlay'/f'{ds.ids[i]}.png', lambda f: overlay(ds.image(i), seeds).save(f, format='PNG'))
 
 def infer_seeds(model, ds, out, *, scales=SCALES, flip=True, layout='psa', overlays=False, predict=False,
-                images_per_batch=4, max_batch=16, max_pixels=None, progress=True, relu_first=False, bf16=False, channels_last=False, num_classes=20, share=None):
-    "Seeds of every image of `ds` (or of its indices `share`, a `aeft.core.Shard`'s) in `out` (a seed file per id, `seed_file`; overlays in `out/overlay`, also of seeds already there, which may hold `num_classes` classes); returns the number written; the settings are keywords (`CAMStage`'s fields); `bf16`, `channels_last`: see `multiscale_cams` (`channels_last` converts `model`)"
+                images_per_batch=4, max_batch=16, max_pixels=None, progress=True, relu_first=False, bf16=False, channels_last=False, num_classes=20, share=None, dtype='float32'):
+    "Seeds of every image of `ds` (or of its indices `share`, a `aeft.core.Shard`'s) in `out` (a seed file per id, `seed_file`; overlays in `out/overlay`, also of seeds already there, which may hold `num_classes` classes); returns the number written; the settings are keywords (`CAMStage`'s fields); `bf16`, `channels_last`: see `multiscale_cams` (`channels_last` converts `model`); maps stored in `dtype` (`save_seeds`)"
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     share = range(len(ds)) if share is None else share
     if overlays: (out/'overlay').mkdir(exist_ok=True); _stored_overlays(ds, share, out, layout, num_classes, progress)
@@ -166,7 +166,7 @@ def infer_seeds(model, ds, out, *, scales=SCALES, flip=True, layout='psa', overl
                 raise ValueError(f"the CAMs of image {ds.ids[i]!r} are not finite (NaN or inf): the network's weights or input are broken; no seed written for it")
             seeds = seed_maps(s, labels[ds.ids[i]] if labels is not None else predicted_classes(l))
             if overlays: atomic_write(out/'overlay'/f'{ds.ids[i]}.png', lambda f: overlay(img, seeds).save(f, format='PNG'))
-            save_seeds(seeds, seed_file(out, ds.ids[i], layout), layout)   # last: a seed file means its image is done
+            save_seeds(seeds, seed_file(out, ds.ids[i], layout), layout, dtype)   # last: a seed file means its image is done
     return len(todo)
 
 # %% ../nbs/15_cam.ipynb #647f4bc2
@@ -200,6 +200,7 @@ class CAMStage(DataOptions):
     bf16: bool = False             # bfloat16 autocast for the forward pass (faster on GPUs and AMX CPUs; seeds differ slightly, see the CAM chapter)
     channels_last: bool = False    # channels-last memory layout for the network and its inputs (same seeds to float rounding)
     shard: Shard = None            # the share of the images this process runs: k/n, every n-th run of 4 ids from the k-th, into the same --out (array jobs); default under torchrun RANK+1/WORLD_SIZE, else all
+    dtype: Literal['float32', 'float16', 'uint8'] = 'float32'  # number type of the stored score maps: 'float32' (the released infer.py), 'float16' (half the bytes) or 'uint8' (round(255·score), a quarter); the seed mIoU changes, measured in the CAM chapter
     progress: bool = True          # progress bars
 
     def dataset(self):
@@ -223,12 +224,13 @@ class CAMStage(DataOptions):
         sc = _scales(self.scales)
         classes = 'predicted' if self.predict or self.images else (self.labels if self.data == 'voc' else 'annotations')   # how each image's classes were chosen
         claim_folder(self.out, dict(stage='seeds', checkpoint_sha256=file_sha256(self.ckpt or self.official), data='images' if self.images else self.data, classes=classes,
-                                    num_classes=cfg.num_classes, scales=list(sc), flip=self.flip, relu_first=self.relu_first, bf16=self.bf16, layout=self.layout),
+                                    num_classes=cfg.num_classes, scales=list(sc), flip=self.flip, relu_first=self.relu_first, bf16=self.bf16, layout=self.layout,
+                                    **({} if self.dtype == 'float32' else dict(dtype=self.dtype))),   # float32: the manifest as before
                      'seeds', pattern='*.np[yz]')
         t, (shard, share) = time.time(), my_share(range(len(ds)), self.shard)
         n = infer_seeds(model, ds, self.out, scales=sc, flip=self.flip, layout=self.layout, overlays=self.overlays, predict=self.predict,
                         images_per_batch=self.images_per_batch, max_batch=self.max_batch, max_pixels=self.max_pixels, progress=self.progress,
-                        relu_first=self.relu_first, bf16=self.bf16, channels_last=self.channels_last, num_classes=cfg.num_classes, share=share)
+                        relu_first=self.relu_first, bf16=self.bf16, channels_last=self.channels_last, num_classes=cfg.num_classes, share=share, dtype=self.dtype)
         present = sum(seed_file(self.out, id, self.layout).exists() for id in ds.ids)
         print(f'aeft_cam: {n} seed files written to {self.out} ({len(share) - n} already there) in {time.time() - t:.1f}s' + share_note(shard, len(share), present, len(ds)))
         return dict(out=str(self.out), images=len(share), written=n, seconds=time.time() - t0, num_classes=cfg.num_classes, shard=shard and str(shard), present=present, total=len(ds))

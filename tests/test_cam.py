@@ -175,3 +175,24 @@ def test_folder_without_manifest(setup, tmp_path):
     assert sorted((p.name, p.stat().st_mtime_ns) for p in old.iterdir()) == before
     assert run_crf(old, root, tmp_path/'crf', ds.ids, alphas=(2,), progress=False) == 8
     assert sorted(p.stem for p in (tmp_path/'crf'/'02').glob('*.npy')) == sorted(ds.ids)
+
+def test_compact_seeds(setup, tmp_path):
+    "--dtype float16 / uint8: the maps stored so in every layout and recorded in the manifest, read back as float32 within half a step of float32's; a float32 folder's manifest as before; the CRF reads compact seeds"
+    t, root = setup
+    base = ['--root', root, '--ckpt', t/'last.pt', '--scales', '1.0', '--flip', 'False', '--progress', 'False']
+    assert run('aeft_cam', *base, '--out', tmp_path/'f32').returncode == 0
+    assert 'dtype' not in json.loads((tmp_path/'f32'/'manifest.json').read_text())
+    ids = VOCDataset(root, 'train').ids
+    for dt, step, layout in (('float16', 1e-3, 'npz'), ('uint8', 1/510 + 1e-6, 'psa'), ('uint8', 1/510 + 1e-6, 'irn')):
+        out = tmp_path/f'{dt}-{layout}'
+        r = run('aeft_cam', *base, '--out', out, '--dtype', dt, '--layout', layout)
+        assert r.returncode == 0, r.stderr
+        assert json.loads((out/'manifest.json').read_text())['dtype'] == dt
+        for id in ids:
+            f = out/f"{id}{'.npz' if layout == 'npz' else '.npy'}"
+            raw = np.load(f) if layout == 'npz' else np.load(f, allow_pickle=True).item()
+            maps = raw['high_res'] if layout != 'psa' else np.stack(list(raw.values()))
+            assert maps.dtype == np.dtype(dt)
+            got, ref = load_seeds(f), load_seeds(tmp_path/'f32'/f'{id}.npy')
+            assert sorted(got) == sorted(ref) and all(got[k].dtype == np.float32 and np.abs(got[k] - ref[k]).max() <= step for k in ref)
+    assert run_crf(tmp_path/'uint8-psa', root, tmp_path/'crf', ids[:2], alphas=(2,), t=1, progress=False) == 2

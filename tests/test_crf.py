@@ -276,3 +276,28 @@ def test_coco_errors(coco, tmp_path):
     assert not (tmp_path/'crf').exists() and not (root/'crf').exists()       # refused before anything was written
     assert "has class keys [56, 79]; expected class indices 0..19" in message(num_classes=20, ids=str(_ids_file(tmp_path, ids[5:6])))
     assert not (tmp_path/'crf').exists()                                    # refused before a folder is claimed: the corrected run is not blocked
+
+def test_compact_outputs(fixture, tmp_path):
+    "--dtype float16 / uint8: the maps stored so and recorded in the manifest, read back as float32 within half a step of the float32 run's, the same argmax but at near ties; a float32 folder's manifest as before, so existing folders resume; another dtype into it is refused"
+    from aeft.affinity import AffinityDataset
+    root, ids, seeds = fixture
+    few = ids[:3]
+    assert run_crf(seeds, root, tmp_path/'f32', few, progress=False) == 3
+    assert 'dtype' not in json.loads((tmp_path/'f32'/'02'/MANIFEST).read_text())      # the float32 manifest holds what it held before
+    for dt, step in (('float16', 1e-3), ('uint8', 1/510 + 1e-6)):
+        assert run_crf(seeds, root, tmp_path/dt, few, progress=False, dtype=dt) == 3
+        assert json.loads((tmp_path/dt/'21'/MANIFEST).read_text())['dtype'] == dt
+        for a in (2, 21):
+            for id in few:
+                raw, ref, got = (np.load(tmp_path/dt/f'{a:02d}'/f'{id}.npy', allow_pickle=True).item(), load_crf(tmp_path/'f32'/f'{a:02d}', id),
+                                 load_crf(tmp_path/dt/f'{a:02d}', id))
+                assert {v.dtype for v in raw.values()} == {np.dtype(dt)} and {v.dtype for v in got.values()} == {np.dtype('float32')}
+                assert max(np.abs(got[k] - ref[k]).max() for k in ref) <= step
+                s = np.sort(np.stack(list(ref.values())), 0)
+                near = (s[-1] - s[-2]) <= 2*step if len(ref) > 1 else np.zeros_like(s[0], bool)
+                assert (scores_to_mask(got) == scores_to_mask(ref))[~near].all()
+        ds = AffinityDataset(root, tmp_path/dt/'02', tmp_path/dt/'21', few, crop=32, stride=4)
+        assert ds[0][1].dtype.is_floating_point is False                            # the affinity labels are read from the compact folders
+    assert run_crf(seeds, root, tmp_path/'f32', ids[:4], progress=False) == 1          # resumes
+    with pytest.raises(SystemExit) as e: aeft_crf(argv(seeds, root=root, out=tmp_path/'f32', dtype='uint8', processes=1, progress=False))
+    assert "dtype=None, not dtype='uint8'" in str(e.value)

@@ -2,6 +2,8 @@
 import hashlib, json, os, shutil, signal, subprocess, sys, time
 from pathlib import Path
 import numpy as np, pytest, torch, torch.nn.functional as F
+from dataclasses import asdict
+from PIL import Image
 from scipy.ndimage import center_of_mass
 from aeft.voc import write_tiny_voc, voc_root, voc_splits, read_mask, load_image
 from aeft.cam import save_seeds, load_seeds
@@ -348,3 +350,83 @@ def test_coco_errors(chain, coco, tmp_path):
     gone = copy/'train2014'/f'{ids[2]}.jpg'; gone.unlink()
     assert message(root=str(copy)) == f"aeft_pseudo: image not found: {gone} (1 of the {len(ids)} images missing)"
     assert not (tmp_path/'pseudo').exists() and not (root/'pseudo').exists()      # refused before anything was written
+
+def test_chunked_affinities_equal_the_whole():
+    "The affinities computed a chunk of pairs at a time equal those computed at once, to the last bit, for AffinityNet's 448 channels"
+    f, pairs = torch.randn(1, 448, 13, 17, generator=torch.Generator().manual_seed(0)), radius_pairs(13, 17)
+    whole = affinities(f, pairs)
+    for chunk in (1, 100, 999, len(pairs[0]) - 1, len(pairs[0]), 10**9): assert torch.equal(affinities(f, pairs, chunk), whole)
+
+def test_walk_image_in_chunks(monkeypatch):
+    "walk_image with chunks of a few hundred pairs gives the scores of one chunk holding every pair"
+    import aeft.pseudo as P
+    img = load_image(SAMPLE/'VOC2012'/'JPEGImages'/'2007_002094.jpg')
+    net = torch.nn.Sequential(torch.nn.AvgPool2d(8), torch.nn.Conv2d(3, 448, 1)).eval()
+    seeds = {2: np.zeros((img.height, img.width), np.float32)}; seeds[2][100:200, 150:300] = 0.9
+    whole = walk_image(net, img, seeds)
+    monkeypatch.setattr(P, 'CHUNK_BYTES', 12*448*500)
+    assert torch.equal(walk_image(net, img, seeds), whole)
+
+def test_memory_need_and_refusal(tmp_path):
+    "walk_memory by hand; a run whose largest image needs more than --max_memory is refused before the folder is claimed, in one line naming image, need and option"
+    from aeft.pseudo import walk_memory, walk_pairs, check_memory, CHUNK_BYTES
+    from aeft.affinity import load_affinity_model
+    n, p = 47*63, 43*55*34
+    assert walk_pairs(47, 63) == p == len(radius_pairs(47, 63)[0])
+    assert walk_memory(47, 63, 448) == 4*448*n + 20*p + min(CHUNK_BYTES, 12*448*p) + 12*21*n + 80*(2*p + n)
+    assert walk_memory(47, 63, 448, walk='dense') == 4*448*n + 20*p + min(CHUNK_BYTES, 12*448*p) + 12*21*n + 8*n*n
+    root = write_tiny_voc(tmp_path/'data')
+    train = voc_splits(root, verbose=False)['train']
+    image = lambda id: voc_root(root)/'JPEGImages'/f'{id}.jpg'
+    id = max(train[:3], key=lambda i: np.prod(Image.open(image(i)).size))           # the largest of the three is the one checked
+    seeds = write_seeds(root, train[:3], tmp_path/'seeds')
+    cfg = AffinityConfig.synthetic(device='cpu')
+    torch.save(dict(model=build_affinity_model(cfg).state_dict(), config=asdict(cfg)), tmp_path/'aff.pt')
+    ids = tmp_path/'ids.txt'; ids.write_text('\n'.join(train[:3]) + '\n')
+    def message(**kw):
+        with pytest.raises(SystemExit) as e: aeft_pseudo(argv(seeds, tmp_path/'aff.pt', root=root, ids=ids, out=tmp_path/'pseudo', processes=1, progress=False, **kw))
+        return str(e.value)
+    W, H = Image.open(image(id)).size
+    need = check_memory(image(id), load_affinity_model(tmp_path/'aff.pt', 'cpu')[0], 4, walk='dense', max_memory=1e9)   # the tiny backbone: stride 4
+    msg = message(walk='dense', max_memory=need/1e9*0.99)
+    assert msg.startswith(f"aeft_pseudo: image {image(id)} ({W}×{H}): needs {need/1e9:.1f} GB (AffinityNet ") and ', the dense walk ' in msg
+    assert msg.endswith(f"more than --max_memory {need/1e9*0.99:g} GB; use --walk sparse (the same scores to 1e-4, memory linear in the pixels) or raise --max_memory")
+    assert message(max_memory=1e-4).endswith('more than --max_memory 0.0001 GB; raise --max_memory')             # below the libraries' own: no --max_pixels fits
+    assert not (tmp_path/'pseudo').exists()
+    assert run('aeft_pseudo', seeds, tmp_path/'aff.pt', '--root', root, '--ids', ids, '--out', tmp_path/'pseudo', '--walk', 'dense',
+               '--processes', '1', '--max_memory', need/1e9*1.01).returncode == 0
+
+def test_max_pixels_walks_downscaled(tmp_path):
+    "--max_pixels: a larger image is walked downscaled, its mask written at the image's size and equal to the downscaled walk's mask upsampled; the refusal names a --max_pixels that fits, and it does"
+    from aeft.pseudo import check_memory, fit_size, PROCESS_BYTES
+    from aeft.affinity import load_affinity_model
+    root = tmp_path/'sample'; shutil.copytree(SAMPLE, root)                          # genuine photos, larger than the limits below
+    ids = voc_splits(root, verbose=False)['train'][:2]
+    seeds = write_seeds(root, ids, tmp_path/'seeds')
+    cfg = AffinityConfig.synthetic(device='cpu')
+    torch.save(dict(model=build_affinity_model(cfg).state_dict(), config=asdict(cfg)), tmp_path/'aff.pt')
+    model = load_affinity_model(tmp_path/'aff.pt', 'cpu')[0]
+    idf = tmp_path/'ids.txt'; idf.write_text('\n'.join(ids) + '\n')
+    image = lambda id: voc_root(root)/'JPEGImages'/f'{id}.jpg'
+    common = dict(root=root, ids=idf, processes=1, progress=False)
+    PseudoStage(seeds=str(seeds), ckpt=str(tmp_path/'aff.pt'), out=str(tmp_path/'small'), root=str(root), ids=str(idf), processes=1, progress=False, max_pixels=4096).run()
+    assert json.loads((tmp_path/'small'/MANIFEST).read_text())['max_pixels'] == 4096
+    for id in ids:
+        img = load_image(image(id)); size = fit_size(img.width, img.height, 4096)
+        assert size[0]*size[1] <= 4096 < img.width*img.height
+        m = read_mask(tmp_path/'small'/f'{id}.png')
+        small = img.resize(size, Image.BILINEAR)
+        sd = {k: F.interpolate(torch.as_tensor(v)[None, None], size=size[::-1], mode='bilinear', align_corners=False)[0, 0].numpy()
+              for k, v in load_seeds(seeds/f'{id}.npy').items()}
+        want = pseudo_mask(small, walk_image(model, small, sd, stride=4), stride=4)
+        assert m.shape == (img.height, img.width) and np.array_equal(m, np.asarray(Image.fromarray(want).resize(img.size, Image.NEAREST)))
+    big = max(ids, key=lambda id: np.prod(Image.open(image(id)).size))
+    full = check_memory(image(big), model, 4, max_memory=1e9)
+    limit = (PROCESS_BYTES + (full - PROCESS_BYTES)*0.6)/1e9
+    with pytest.raises(SystemExit) as e: aeft_pseudo(argv(seeds, tmp_path/'aff.pt', out=tmp_path/'p', max_memory=limit, **common))
+    n = int(str(e.value).rsplit('--max_pixels ', 1)[1])
+    assert str(e.value).startswith(f'aeft_pseudo: image {image(big)} (') and n < np.prod(Image.open(image(big)).size)
+    assert check_memory(image(big), model, 4, max_memory=limit, max_pixels=n) <= limit*1e9
+    assert run('aeft_pseudo', seeds, tmp_path/'aff.pt', '--root', root, '--ids', idf, '--out', tmp_path/'p', '--processes', 1, '--max_memory', limit, '--max_pixels', n).returncode == 0
+    with pytest.raises(SystemExit) as e: aeft_pseudo(argv(seeds, tmp_path/'aff.pt', out=tmp_path/'q', max_pixels=100, **common))
+    assert str(e.value) == 'aeft_pseudo: --max_pixels must be at least 4096 (64×64), got 100'
