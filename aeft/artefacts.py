@@ -4,16 +4,16 @@
 
 # %% auto #0
 __all__ = ['MANIFEST', 'LAYOUTS', 'IGNORE', 'VOC_LABELS', 'KINDS', 'differing', 'check_same', 'read_manifest', 'claim_folder',
-           'irn_strided', 'seed_file', 'save_seeds', 'seed_layout', 'load_seeds', 'check_seed_classes', 'seed_stack',
-           'save_crf', 'load_label_scores', 'scores_to_mask', 'crf_folder', 'load_crf', 'save_mask', 'read_mask',
-           'load_mask', 'read_coco_mask', 'mask_file', 'read_prediction']
+           'inputs', 'differing_inputs', 'irn_strided', 'seed_file', 'save_seeds', 'seed_layout', 'load_seeds',
+           'check_seed_classes', 'seed_stack', 'save_crf', 'load_label_scores', 'scores_to_mask', 'crf_folder',
+           'load_crf', 'save_mask', 'read_mask', 'load_mask', 'read_coco_mask', 'mask_file', 'read_prediction']
 
 # %% ../nbs/11b_artefacts.ipynb #8ce5e15d
 import json
 from pathlib import Path
 import numpy as np, torch, torch.nn.functional as F
 from PIL import Image
-from .core import atomic_write, voc_palette
+from .core import atomic_write, file_sha256, voc_palette
 
 # %% ../nbs/11b_artefacts.ipynb #3dd04792
 MANIFEST = 'manifest.json'
@@ -52,6 +52,23 @@ def claim_folder(folder, settings, what, pattern='*.png'):
         raise ValueError(f"{folder} holds files ({pattern}) but no {MANIFEST} saying how they were made; choose another --out or delete them")
     folder.mkdir(parents=True, exist_ok=True)
     return atomic_write(p, lambda f: f.write(json.dumps(settings, indent=1).encode()))
+
+# %% ../nbs/11b_artefacts.ipynb #229ac3f2
+def inputs(data, split, root=None, **paths):
+    "What a training run reads, as it records it: `data`, `split`, `root`, and each of `paths` (a folder or file) by its absolute path and, as `<name>_sha256`, the SHA-256 of its manifest (a folder) or itself (a file); None where there is none"
+    out = dict(data=data, split=str(split), root=None if root is None else str(Path(root).resolve()))
+    for k, p in (('split', split), *paths.items()):
+        p = Path(p)
+        if k == 'split' and not p.is_file(): continue          # a split name, not a file of ids
+        f = p/MANIFEST if p.is_dir() else p
+        out[k], out[f'{k}_sha256'] = str(p.resolve()), file_sha256(f) if f.is_file() else None
+    return out
+
+def differing_inputs(old, new):
+    "The sorted inputs in which the `inputs` records `old` and `new` differ: an input whose `_sha256` both hold is compared by it, not by its path; `root` is not compared"
+    hashed = {k[:-7] for k in set(old) & set(new) if k.endswith('_sha256') and old[k] and new[k]}
+    base = lambda k: k[:-7] if k.endswith('_sha256') else k
+    return sorted({base(k) for k in differing(old, new) if k != 'root' and not (k in hashed)})
 
 # %% ../nbs/11b_artefacts.ipynb #4fe19684
 def irn_strided(high_res, stride=4):
