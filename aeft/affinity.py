@@ -20,7 +20,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 from fastcore.basics import ifnone
 from .core import IMAGENET_STATS, check_outside
-from .artefacts import check_same
+from .artefacts import check_same, inputs
 from .voc import IGNORE, load_image
 from .gpp import TinyBackbone
 from .backbones import ResNet38d, ResNet50, RELEASED_FROZEN
@@ -29,7 +29,7 @@ from .config import check_run
 from .learner import Learner, PlotCB, NonFiniteLoss, loader_kwargs, pick_device, load_trained
 from .cam import load_cam_model
 from .evaluate import as_truth
-from .data import DataOptions, OLD_DATA
+from .data import DATA, DataOptions, OLD_DATA
 from .cli import command
 from .crf import crf_folder, load_crf
 
@@ -382,13 +382,14 @@ class AffinityStage(DataOptions):
         if last.exists() and not self.resume: raise FileExistsError(f"{last} exists: resume it (--resume) or choose another --out")
         resuming = self.resume and last.exists()
         if not (src or resuming): raise ValueError("give the weights to start from: --ckpt (an aeft_train classifier), --official or --imagenet")
-        ds = AffinityDataset(truth, crf_folder(self.crf, cfg.low_alpha), crf_folder(self.crf, cfg.high_alpha), self.image_ids(truth),
-                             cfg.crop, cfg.stride, cfg.jitter, cfg.long_side)
+        low, high = crf_folder(self.crf, cfg.low_alpha), crf_folder(self.crf, cfg.high_alpha)
+        ds = AffinityDataset(truth, low, high, self.image_ids(truth), cfg.crop, cfg.stride, cfg.jitter, cfg.long_side)
+        used = inputs(self.data, self.ids or self.split or DATA[self.data], truth.root, crf_low=low, crf_high=high)
         model = build_affinity_model(cfg)
         if resuming: cfg.init = ' '.join(src) if src else json.loads((Path(self.out)/'config.json').read_text()).get('init', '')
         else: cfg.init = init_affinity(model, cfg, **{src[0]: src[1]})
         t0 = time.time()
-        learn = train_affinity(model, ds, cfg, self.out, self.resume, progress=self.progress, **loader_kwargs(pick_device(cfg), self.workers, self.prefetch))
+        learn = train_affinity(model, ds, cfg, self.out, self.resume, progress=self.progress, trained_on=used, **loader_kwargs(pick_device(cfg), self.workers, self.prefetch))
         if learn.main: print(f"aeft_affinity: {cfg.epochs} epoch{'s' * (cfg.epochs > 1)} on {len(ds)} images done; log, checkpoint and curves in {learn.out}")
         return dict(out=str(learn.out), images=len(ds), epochs=cfg.epochs, seconds=time.time() - t0)
 

@@ -106,7 +106,15 @@ class DataOptions:
         "The `GroundTruth` of these options' dataset"
         return ground_truth(self.data, self.root, self.sbd, progress=progress)
 
+    def listed_ids(self):
+        "The ids of the file `ids` (None without one); ValueError naming `--ids` when it lists none, since a stage run on no image reports nothing true"
+        if not self.ids: return None
+        if not (ids := read_ids(self.ids)): raise ValueError(f"--ids {self.ids} lists no image ids; expected one id per line")
+        return ids
+
     def image_ids(self, truth, default=None):
-        "The ids to run on: those of the file `ids`, else of `split`, else of `default`, else of the data's training split (`DATA`)"
-        if self.ids: return read_ids(self.ids)
-        return truth.ids(self.split or default or DATA[self.data])
+        "The ids to run on: those of the file `ids`, else of `split`, else of `default`, else of the data's training split (`DATA`); ValueError when there are none"
+        if self.ids: return self.listed_ids()
+        split = self.split or default or DATA[self.data]
+        if not (ids := truth.ids(split)): raise ValueError(f"--split {split} lists no images in {truth.root}")
+        return ids

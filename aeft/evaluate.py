@@ -143,7 +143,7 @@ class EvalStage(DataOptions):
         out, t0 = Path(self.out), time.time()
         truth = self.truth(self.progress)
         check_outside(out, data=truth.root)
-        on = read_ids(self.ids) if self.ids else (self.split or 'train')
+        on = self.listed_ids() or self.split or 'train'
         if self.masks is None:
             if not (self.t_step > 0 and self.t_min <= self.t_max): raise ValueError(f"need t_min <= t_max and t_step > 0, got {self.t_min}, {self.t_max}, {self.t_step}")
             ts = np.round(np.arange(self.t_min, self.t_max + self.t_step/2, self.t_step), 6)

@@ -23,7 +23,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 from .core import check_outside
-from .artefacts import check_same
+from .artefacts import check_same, inputs
 from .cli import command
 from .gpp import TinyBackbone
 from .backbones import Backbone, ResNet38d
@@ -358,7 +358,7 @@ class SegmentStage(DataOptions):
         ds = PseudoMaskDataset(truth, self.masks, split, transform=segment_transform(cfg.crop_size, cfg.scales, cfg.flip), num_classes=cfg.num_classes)
         cfg = with_epochs(cfg, len(ds))
         model = build_segmenter(cfg, None if self.resume and (Path(self.out)/'last.pt').exists() else self.init)
-        learn = segment_learner(model, ds, cfg, self.out, cbs=[PlotCB()], progress=self.progress,
+        learn = segment_learner(model, ds, cfg, self.out, cbs=[PlotCB()], progress=self.progress, trained_on=inputs(self.data, split, truth.root, masks=self.masks),
                                 **loader_kwargs(pick_device(cfg), self.workers, self.prefetch, self.persistent_workers))
         n = steps_per_epoch(cfg, len(ds))
         if learn.main: print(f"aeft_segment: {len(ds):,} images of {split} with the masks of {self.masks}; {cfg.epochs} epoch{'s'*(cfg.epochs > 1)} of {n:,} steps "
