@@ -245,7 +245,7 @@ class PseudoStage(DataOptions):
         processes = self.processes or len(os.sched_getaffinity(0))
         source = dict(sha256=file_sha256(self.ckpt), backbone=cfg.backbone)   # the checkpoint by its content: it may move
         t0 = time.time()
-        n = run_pseudo(model, self.seeds, truth, self.out, todo, self.beta, self.logt, self.bg_power, self.crf_iters, self.walk, self.radius or cfg.radius,
+        n = run_pseudo(model, self.seeds, truth, self.out, todo, self.beta, self.logt, self.bg_power, self.crf_iters, self.walk, ifnone(self.radius, cfg.radius),
                        cfg.stride, self.num_classes, source, processes, self.progress)
         s = time.time() - t0
         print(f"aeft_pseudo: {n} pseudo masks written to {self.out} in {s:.1f}s ({processes} process{'es' if processes > 1 else ''}, {self.walk} walk); {len(todo) - n} already there")
