@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from fastprogress.fastprogress import master_bar, progress_bar, IN_NOTEBOOK
 from .core import atomic_write, write_failure
 from .artefacts import differing_inputs
+from .weights import check_finite
 from .optim import make_optimizer
 from .step import aeft_step, bce_step
 from .config import TrainConfig, build_model, checked_config
@@ -369,13 +370,14 @@ class PlotCB(Callback):
 
 # %% ../nbs/13_learner.ipynb #f7e84dd1
 def read_checkpoint(path, what='checkpoint'):
-    "The dict a `Learner` saved at `path` ('config', 'model', ...); FileNotFoundError or ValueError naming `path` (as `what`) when it is missing or not one"
+    "The dict a `Learner` saved at `path` ('config', 'model', ...); FileNotFoundError or ValueError naming `path` (as `what`) when it is missing, not one, or holds weights that are not finite"
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"{what} {path} does not exist")
     try: ck = torch.load(path, map_location='cpu', weights_only=False)
     except Exception as e: raise ValueError(f"cannot read {path} as a torch checkpoint: {e}") from e
     if not isinstance(ck, dict) or 'config' not in ck or 'model' not in ck:
         raise ValueError(f"{path} is not a checkpoint of aeft's training loop (no 'config' and 'model')")
+    check_finite(ck['model'], path)
     return ck
 
 def load_trained(path, check, build, device='cpu', what='checkpoint', **asked):

@@ -197,7 +197,10 @@ def run_pseudo(model, seeds, root, out, ids, beta=BETA, logt=LOGT, bg_power=BG_P
     todo = [id for id in ids if not (out/f'{id}.png').exists()]
     def walked(id):
         img = load_image(files[id][0]); seeds = _seeds(files[id][1], img, num_classes)
-        try: return walk_image(model, img, seeds, beta, logt, bg_power, radius, walk, stride, num_classes).cpu().numpy()
+        try:
+            w = walk_image(model, img, seeds, beta, logt, bg_power, radius, walk, stride, num_classes)
+            if not torch.isfinite(w).all(): raise ValueError("the random walk gave scores that are not finite (NaN or inf); no mask written for it")
+            return w.cpu().numpy()
         except ValueError as e: raise ValueError(f"image {files[id][0]} ({img.width}×{img.height}): {e}") from None
     bar = (lambda it: progress_bar(it, leave=False)) if progress else (lambda it: it)
     if workers <= 1 or len(todo) <= 1:
