@@ -4,13 +4,15 @@
 
 # %% auto #0
 __all__ = ['STALE_TMP', 'ENVIRONMENT', 'IMAGENET_STATS', 'write_failure', 'atomic_write', 'save_figure', 'check_outside',
-           'file_sha256', 'cli_errors', 'setting', 'Normalized', 'voc_palette', 'mask_to_rgb']
+           'file_sha256', 'size_text', 'rotation_hint', 'cli_errors', 'setting', 'Normalized', 'voc_palette',
+           'mask_to_rgb']
 
 # %% ../nbs/00_core.ipynb #273fa233
 import errno, functools, hashlib, io, os, re, time, uuid
 from contextlib import contextmanager
 from pathlib import Path
 import numpy as np, torch
+from PIL import Image
 
 # %% ../nbs/00_core.ipynb #5c5ed789
 _FULL = {errno.ENOSPC: 'no space is left on the disk that holds {folder}', errno.EDQUOT: 'the disk quota of {folder} is used up',
@@ -89,6 +91,22 @@ def __getattr__(name):
     if name not in _MOVED: raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     from aeft import artefacts
     return getattr(artefacts, name)
+
+# %% ../nbs/00_core.ipynb #6cdf2e7f
+def size_text(h, w):
+    "The size of an image of `h` rows and `w` columns as messages give it: 'w×h' (width×height, as PIL's `Image.size`)"
+    return f"{w}×{h}"
+
+_TURNED = {5: 'transposed', 6: 'turned by 90°', 7: 'transversed', 8: 'turned by 270°'}   # EXIF orientations that swap width and height
+
+def rotation_hint(image, shape):
+    "For an array of `shape` (H, W) that does not fit the image file `image`: a hint when it fits the image turned by 90° and the image carries an EXIF orientation that turns it; else ''"
+    try:
+        with Image.open(image) as im: (w, h), o = im.size, im.getexif().get(0x0112)
+    except Exception: return ''
+    if tuple(shape[-2:]) != (w, h) or o not in _TURNED: return ''
+    return (f" ({image} carries the EXIF orientation {o}, {_TURNED[o]}: viewers show it {size_text(w, h)}, its pixels are {size_text(h, w)}; "
+            "the annotation was likely made on the turned view: store the image upright, e.g. with PIL.ImageOps.exif_transpose, and keep the annotation)")
 
 # %% ../nbs/00_core.ipynb #4fecf1f5
 @contextmanager

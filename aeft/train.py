@@ -88,7 +88,7 @@ class TrainStage(DataOptions):
         model = build_model(cfg)
         if self.init: print(f'aeft_train: loaded {self.init} into the backbone', init_backbone(model, cfg, self.init))
         train_ds, valid_ds = datasets(cfg, voc_root=self.root, sbd=self.sbd)
-        root = None if cfg.data == 'shapes' else ground_truth(cfg.data, self.root, self.sbd, progress=False).root
+        root = None if cfg.data == 'shapes' else ground_truth(cfg.data, self.root, self.sbd, progress=False, strict=self.strict).root
         if root is not None: check_outside(self.out, data=root)
         cbs = [PlotCB()] + selection(cfg, self.select_on, valid_ds, self.root, self.sbd)
         learn = Learner(model, train_ds, cfg, self.out, cbs=cbs, progress=self.progress, trained_on=inputs(cfg.data, DATA.get(cfg.data) or 'train', root),
