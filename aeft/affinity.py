@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 from fastcore.basics import ifnone
-from .core import IMAGENET_STATS, check_outside
+from .core import IMAGENET_STATS, check_outside, size_text, rotation_hint
 from .artefacts import check_same, inputs
 from .voc import IGNORE, load_image
 from .gpp import TinyBackbone
@@ -315,7 +315,8 @@ class AffinityDataset(Dataset):
         img = load_image(self.images[i])
         keys, la, ha = self.scores(i)
         if la.shape[1:] != (img.height, img.width):
-            raise ValueError(f"the CRF output of {self.ids[i]!r} is {la.shape[1]}×{la.shape[2]}, its image {img.height}×{img.width}")
+            raise ValueError(f"the CRF output of {self.ids[i]!r} is {size_text(*la.shape[1:])}, its image {self.images[i]} {size_text(img.height, img.width)}"
+                             + rotation_hint(self.images[i], la.shape[1:]))
         s = torch.from_numpy(np.concatenate([la, ha]))
         if self.long_side:
             side = int(torch.randint(self.long_side[0], self.long_side[1] + 1, ()))

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 import numpy as np, torch, torch.nn.functional as F
 from PIL import Image
-from .core import atomic_write, file_sha256, voc_palette
+from .core import atomic_write, file_sha256, voc_palette, size_text, rotation_hint
 
 # %% ../nbs/11b_artefacts.ipynb #3dd04792
 MANIFEST = 'manifest.json'
@@ -288,7 +288,8 @@ def read_mask(path,        # a mask PNG (SegmentationClass, SegmentationClassAug
             with Image.open(image) as im: w, h = im.size
         except Exception as e: raise ValueError(f"cannot read image {image}: {e}") from e
         if m.shape != (h, w):
-            raise ValueError(f"mask {path} is {m.shape[1]}×{m.shape[0]} but its image {image} is {w}×{h}; expected a mask of its image's size")
+            raise ValueError(f"mask {path} is {size_text(*m.shape)} but its image {image} is {size_text(h, w)}; expected a mask of its image's size"
+                             + rotation_hint(image, m.shape))
     return m
 
 # %% ../nbs/11b_artefacts.ipynb #d488799d
@@ -322,7 +323,7 @@ def read_coco_mask(path, shape=None, ignore=False):
         found = f"values up to {(m[m != 255] if ignore else m).max()}" if m.ndim == 2 and m.dtype == np.uint8 else f"shape {m.shape} and dtype {m.dtype}"
         raise ValueError(f"mask {path} has {found}; expected a palette or 8-bit PNG of {labels}")
     if shape is not None and m.shape != tuple(shape):
-        raise ValueError(f"mask {path} is {m.shape[1]}×{m.shape[0]} but its image is {shape[1]}×{shape[0]}")
+        raise ValueError(f"mask {path} is {size_text(*m.shape)} but its image is {size_text(*shape)}")
     return m
 
 # %% ../nbs/11b_artefacts.ipynb #02d90074

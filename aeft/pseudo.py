@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np, torch, torch.nn.functional as F
 from fastcore.basics import ifnone
 from fastprogress.fastprogress import progress_bar
-from .core import atomic_write, file_sha256, IMAGENET_STATS, check_outside
+from .core import atomic_write, file_sha256, IMAGENET_STATS, check_outside, size_text
 from .artefacts import claim_folder, read_manifest, MANIFEST
 from .affinity import radius_pairs, affinities, load_affinity_model
 from .voc import load_image, save_mask
@@ -41,7 +41,7 @@ def walk_scores(seeds, size, bg_power=BG_POWER, num_classes=20):
     "(1 + `num_classes`, H, W) float32: the seed of class k ({class: (H, W) map}) in channel k + 1, 0 for absent classes, and the background (1 - max)^`bg_power` in channel 0"
     s = torch.zeros(1 + num_classes, *size)
     for k, v in seeds.items():
-        if np.shape(v) != tuple(size): raise ValueError(f"the seed of class {k} is {np.shape(v)}, the image {tuple(size)}")
+        if np.shape(v) != tuple(size): raise ValueError(f"the seed of class {k} is {size_text(*np.shape(v))}, the image {size_text(*size)}")
         s[k + 1] = torch.as_tensor(v)
     s[0] = (1 - s[1:].amax(0))**bg_power
     return s
@@ -176,7 +176,7 @@ def _seeds(path, img, num_classes):
     "The seeds of `path`, checked against PIL `img`'s size"
     seeds = load_seeds(path, num_classes)
     bad = {np.shape(v) for v in seeds.values()} - {(img.height, img.width)}
-    if bad: raise ValueError(f"seed file {path} holds maps of shape {bad.pop()} but its image is {img.height}×{img.width}; expected seeds at the image's size")
+    if bad: raise ValueError(f"seed file {path} holds maps of {size_text(*bad.pop())} but its image is {size_text(img.height, img.width)}; expected seeds at the image's size")
     return seeds
 
 def _finish(image, walked, crf, stride, path):
@@ -201,7 +201,7 @@ def run_pseudo(model, seeds, root, out, ids, beta=BETA, logt=LOGT, bg_power=BG_P
             w = walk_image(model, img, seeds, beta, logt, bg_power, radius, walk, stride, num_classes)
             if not torch.isfinite(w).all(): raise ValueError("the random walk gave scores that are not finite (NaN or inf); no mask written for it")
             return w.cpu().numpy()
-        except ValueError as e: raise ValueError(f"image {files[id][0]} ({img.width}×{img.height}): {e}") from None
+        except ValueError as e: raise ValueError(f"image {files[id][0]} ({size_text(img.height, img.width)}): {e}") from None
     bar = (lambda it: progress_bar(it, leave=False)) if progress else (lambda it: it)
     if workers <= 1 or len(todo) <= 1:
         for id in bar(todo): _finish(files[id][0], walked(id), crf, stride, out/f'{id}.png')

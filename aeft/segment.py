@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
-from .core import check_outside
+from .core import check_outside, size_text, rotation_hint
 from .artefacts import check_same, inputs
 from .cli import command
 from .gpp import TinyBackbone
@@ -258,15 +258,17 @@ class PseudoMaskDataset(Dataset):
         bad = [b for b in bad if b[1] != b[2]]
         if bad:
             id, (w, h), (W, H) = bad[0]
-            raise ValueError(f"pseudo mask {self.mask_file(id)} is {w}×{h} but its image {self.image_file(id)} is {W}×{H}; "
-                             f"{len(bad):,} of the {len(self.ids):,} masks differ from their images in size ({_some([b[0] for b in bad])})")
+            raise ValueError(f"pseudo mask {self.mask_file(id)} is {size_text(h, w)} but its image {self.image_file(id)} is {size_text(H, W)}; "
+                             f"{len(bad):,} of the {len(self.ids):,} masks differ from their images in size ({_some([b[0] for b in bad])})"
+                             + rotation_hint(self.image_file(id), (h, w)))
 
     def mask(self, i, size=None):
         "The checked class-index mask (H, W) uint8 of item `i`: labels of the data (`aeft.evaluate.read_prediction`) below the network's `num_classes`, 255 ignored, of its image's `size` (W, H; read from the file if not given)"
         id = self.ids[i]; f = self.mask_file(id)
         m = read_prediction(f, self.num_labels, ignore=True)
         W, H = size or _size(self.image_file(id))
-        if m.shape != (H, W): raise ValueError(f"pseudo mask {f} is {m.shape[1]}×{m.shape[0]} but its image {self.image_file(id)} is {W}×{H}")
+        if m.shape != (H, W): raise ValueError(f"pseudo mask {f} is {size_text(*m.shape)} but its image {self.image_file(id)} is {size_text(H, W)}"
+                                              + rotation_hint(self.image_file(id), m.shape))
         top = int(m[m != IGNORE].max(initial=0))
         if top >= self.num_classes:
             raise ValueError(f"pseudo mask {f} holds class {top}, but the network has {self.num_classes} classes "
