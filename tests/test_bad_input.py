@@ -402,3 +402,40 @@ def test_an_empty_id_list_is_refused_by_every_stage(fixtures, tmp_path):
     assert _exits(aeft_crf, [tmp_path/'seeds', *common]) == f"aeft_crf: {want}"
     assert _exits(aeft_pseudo, [tmp_path/'seeds', _affinity(tmp_path/'aff.pt'), *common]) == f"aeft_pseudo: {want}"
     assert not (tmp_path/'out').exists()
+
+def _masks(fixtures, folder, relabel=None):
+    "The fixture's ground-truth masks of train_aug copied into `folder` as pseudo masks (`relabel`: a function of each mask)"
+    voc = voc_root(fixtures['png']); folder.mkdir()
+    for sub in ('SegmentationClass', 'SegmentationClassAug'):
+        for p in (voc/sub).glob('*.png'): save_mask(relabel(read_mask(p)) if relabel else read_mask(p), folder/p.name)
+    return folder
+
+def test_resume_on_other_training_data_is_refused(fixtures, tmp_path):
+    "aeft_segment records the masks it trains on in last.pt; --resume with another folder of masks is refused naming it"
+    from aeft.segment import aeft_segment
+    a = _masks(fixtures, tmp_path/'a'); b = _masks(fixtures, tmp_path/'b', lambda m: np.where(m == 255, 255, 0).astype(np.uint8))
+    run = lambda m: aeft_segment([str(m), '--root', str(fixtures['png']), '--backbone', 'tiny', '--width', '4', '--crop_size', '32', '--batch_size', '8',
+                                  '--iterations', '2', '--device', 'cpu', '--out', str(tmp_path/'run'), '--resume', 'True', '--progress', 'False'])
+    run(a)
+    assert torch.load(tmp_path/'run'/'last.pt', weights_only=False)['trained_on']['masks'] == str(a.resolve())
+    with pytest.raises(SystemExit, match=f"aeft_segment: {tmp_path/'run'/'last.pt'} was trained on other inputs: masks {a.resolve()}, not {b.resolve()}; "):
+        run(b)
+
+def test_predict_refuses_an_out_inside_the_test_download(tmp_path):
+    "--split test reads VOC's test download, which has no ground truth: an --out inside it is refused as for every other split"
+    from aeft.predict import aeft_predict
+    voc = tmp_path/'VOC2012test'/'VOCdevkit'/'VOC2012'; (voc/'JPEGImages').mkdir(parents=True); (voc/'ImageSets'/'Segmentation').mkdir(parents=True)
+    Image.new('RGB', (20, 16)).save(voc/'JPEGImages'/'2008_000001.jpg'); (voc/'ImageSets'/'Segmentation'/'test.txt').write_text('2008_000001\n')
+    ck, _ = _segmenter(tmp_path/'seg.pt')
+    line = _exits(aeft_predict, [ck, '--root', tmp_path/'VOC2012test', '--split', 'test', '--out', voc/'pred', '--scales', '1.0', '--progress', 'False'])
+    assert line == f"aeft_predict: --out {voc/'pred'} is inside the data folder {tmp_path/'VOC2012test'}; write the outputs elsewhere"
+    assert not (voc/'pred').exists()
+
+def test_a_mask_of_a_turned_photo_suggests_the_rotation(fixtures, tmp_path):
+    "A photo stored sideways with an EXIF orientation, its mask drawn on the view: the size error says so, with sizes as width×height"
+    m = read_mask(voc_root(fixtures['png'])/'SegmentationClass'/f'{ID}.png'); h, w = m.shape
+    ex = Image.Exif(); ex[0x0112] = 6
+    Image.new('RGB', (h, w)).save(tmp_path/'photo.jpg', exif=ex)                   # its pixels w×h turned: h wide, w high
+    save_mask(m, tmp_path/'photo.png')
+    with pytest.raises(ValueError, match=rf"mask {tmp_path/'photo.png'} is {w}×{h} but its image {tmp_path/'photo.jpg'} is {h}×{w}; .*EXIF orientation 6, turned by 90°"):
+        read_mask(tmp_path/'photo.png', tmp_path/'photo.jpg')
