@@ -439,3 +439,17 @@ def test_a_mask_of_a_turned_photo_suggests_the_rotation(fixtures, tmp_path):
     save_mask(m, tmp_path/'photo.png')
     with pytest.raises(ValueError, match=rf"mask {tmp_path/'photo.png'} is {w}×{h} but its image {tmp_path/'photo.jpg'} is {h}×{w}; .*EXIF orientation 6, turned by 90°"):
         read_mask(tmp_path/'photo.png', tmp_path/'photo.jpg')
+
+def test_coco_ground_truth_is_keyed_by_content_and_made_for_the_ids_asked(coco_data, tmp_path, cache):
+    "aeft_eval --data coco --ids with 2 images makes those 2 masks only; the same data copied again (new file times) finds them valid"
+    from aeft.coco import coco_index, coco_split, mask_folder
+    from aeft.evaluate import aeft_eval
+    src, _ = coco_data; root = Path(shutil.copytree(src, tmp_path/'coco')); (tmp_path/'seeds').mkdir()
+    idx, ids = coco_index(root, 'train', progress=False), coco_split(root, 'train', verbose=False)[:2]
+    for id in ids: save_seeds({0: np.zeros((idx[id]['height'], idx[id]['width']), np.float32)}, tmp_path/'seeds'/f'{id}.npy')
+    (tmp_path/'ids.txt').write_text('\n'.join(ids) + '\n')
+    ev = lambda out: aeft_eval([str(tmp_path/'seeds'), '--data', 'coco', '--root', str(root), '--ids', str(tmp_path/'ids.txt'), '--out', str(out), '--progress', 'False'])
+    first = ev(tmp_path/'e1')
+    assert sorted(p.stem for p in mask_folder(root, 'train').glob('*.png')) == ids
+    shutil.rmtree(root); shutil.copytree(src, root, copy_function=shutil.copyfile)          # the same bytes, new times
+    assert ev(tmp_path/'e2')['miou'] == first['miou']
