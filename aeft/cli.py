@@ -71,7 +71,7 @@ BOUNDS = dict(    # option: the interval its values lie in (for a tuple, each va
     lr='(0, inf)', weight_decay=_NONNEG, power=_NONNEG, dropout='[0, 1)', jitter=_NONNEG,
     margin=_NONNEG, min_triplets=_NONNEG, lambda_attract=_NONNEG, lambda_repel=_NONNEG, lambda_erased=_NONNEG, t_l=_FRACTION, t_h=_FRACTION,
     scales='(0, inf)', train_scales='(0, inf)', msc='(0, inf)', t_min=_FRACTION, t_max=_FRACTION, t_step='(0, 1]',
-    alphas='(0, inf)', low_alpha='(0, inf)', high_alpha='(0, inf)', crf_iters=_NONNEG,
+    alphas=_NONNEG, low_alpha=_NONNEG, high_alpha=_NONNEG, crf_iters=_NONNEG,
     beta='(0, inf)', logt=_NONNEG, bg_power='(0, inf)', radius=_POS)
 
 def _interval(bound):

@@ -374,7 +374,7 @@ def test_every_numeric_option_is_bounded():
     ('aeft_segment', ['--iterations', '0'], "aeft_segment: --iterations must be >= 1, got 0"),
     ('aeft_affinity', ['--lr', 'nan'], "aeft_affinity: --lr must be > 0, got nan"),
     ('aeft_eval', ['--t_max', '1.5'], "aeft_eval: --t_max must be >= 0 and <= 1, got 1.5"),
-    ('aeft_crf', ['--alphas', '2,0'], "aeft_crf: --alphas must be values > 0 each, got 2,0")])
+    ('aeft_crf', ['--alphas', '2,-1'], "aeft_crf: --alphas must be values >= 0 each, got 2,-1")])
 def test_numeric_options_checked_before_any_work(tmp_path, command, args, line):
     "Refused on the command line, before anything is read or written"
     import importlib
