@@ -300,7 +300,9 @@ class Learner:
         if not self.main: return
         try:
             with open(self.log_path, 'a') as f: f.write(json.dumps(row) + '\n')
-        except OSError as e: raise write_failure(e, self.log_path) from e
+        except OSError as e:
+            if (failure := write_failure(e, self.log_path)) is e: raise
+            raise failure from e
 
     def save(self):
         "Write `last.pt` atomically: weights, optimiser, schedule, epoch, step, every process's RNG states, config, log length"
