@@ -21,8 +21,8 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 from fastcore.basics import ifnone
-from .core import IMAGENET_STATS, check_outside, atomic_write
-from .artefacts import check_same, seed_file, load_seeds
+from .core import IMAGENET_STATS, check_outside, atomic_write, size_text, rotation_hint
+from .artefacts import check_same, seed_file, load_seeds, inputs
 from .voc import IGNORE, load_image
 from .gpp import TinyBackbone
 from .backbones import ResNet38d, ResNet50, RELEASED_FROZEN
@@ -32,7 +32,7 @@ from .learner import Learner, PlotCB, NonFiniteLoss, Callback, loader_kwargs, pi
 from .cam import load_cam_model
 from .evaluate import as_truth
 from .metrics import ConfusionMeter
-from .data import DataOptions, OLD_DATA
+from .data import DATA, DataOptions, OLD_DATA
 from .cli import command
 from .crf import crf_folder, load_crf
 
@@ -366,7 +366,8 @@ class AffinityDataset(Dataset):
         img = load_image(self.images[i])
         keys, la, ha = self.scores(i)
         if la.shape[1:] != (img.height, img.width):
-            raise ValueError(f"the CRF output of {self.ids[i]!r} is {la.shape[1]}×{la.shape[2]}, its image {img.height}×{img.width}")
+            raise ValueError(f"the CRF output of {self.ids[i]!r} is {size_text(*la.shape[1:])}, its image {self.images[i]} {size_text(img.height, img.width)}"
+                             + rotation_hint(self.images[i], la.shape[1:]))
         s = torch.from_numpy(np.concatenate([la, ha]))
         if self.long_side:
             side = int(torch.randint(self.long_side[0], self.long_side[1] + 1, ()))
@@ -489,13 +490,14 @@ class AffinityStage(DataOptions):
             if f.exists() and not self.resume: raise FileExistsError(f"{f} exists: resume it (--resume) or choose another --out")
         resuming = self.resume and last.exists()
         if not (src or resuming): raise ValueError("give the weights to start from: --ckpt (an aeft_train classifier), --official or --imagenet")
-        ds = AffinityDataset(truth, crf_folder(self.crf, cfg.low_alpha), crf_folder(self.crf, cfg.high_alpha), self.image_ids(truth),
-                             cfg.crop, cfg.stride, cfg.jitter, cfg.long_side)
+        low, high = crf_folder(self.crf, cfg.low_alpha), crf_folder(self.crf, cfg.high_alpha)
+        ds = AffinityDataset(truth, low, high, self.image_ids(truth), cfg.crop, cfg.stride, cfg.jitter, cfg.long_side)
+        used = inputs(self.data, self.ids or self.split or DATA[self.data], truth.root, crf_low=low, crf_high=high)
         model = build_affinity_model(cfg)
         if resuming: cfg.init = ' '.join(src) if src else json.loads((Path(self.out)/'config.json').read_text()).get('init', '')
         else: cfg.init = init_affinity(model, cfg, **{src[0]: src[1]})
         t0 = time.time()
-        learn = train_affinity(model, ds, cfg, self.out, self.resume, cbs=self.selection(truth, cfg, len(ds)), progress=self.progress,
+        learn = train_affinity(model, ds, cfg, self.out, self.resume, cbs=self.selection(truth, cfg, len(ds)), progress=self.progress, trained_on=used,
                                **loader_kwargs(pick_device(cfg), self.workers, self.prefetch))
         best = best_walk(learn.out) if learn.main else {}
         if learn.main: print(f"aeft_affinity: {cfg.epochs} epoch{'s' * (cfg.epochs > 1)} on {len(ds)} images done; log, checkpoint and curves in {learn.out}"

@@ -207,7 +207,7 @@ class CAMStage(DataOptions):
         "The images to run on: the `--images` folder, else the split (default the data's train) or the `--ids` of the data, with their labels"
         if self.images: return ImageFolder(self.images)
         truth = self.truth(self.progress)          # checks the data folder (and SBD's)
-        if self.data == 'coco': return COCODataset(truth.root, self.split or 'train', ids=read_ids(self.ids) if self.ids else None, verbose=True)
+        if self.data == 'coco': return COCODataset(truth.root, self.split or 'train', ids=self.listed_ids(), verbose=True)
         if self.data in OWN_DATA: return TruthDataset(truth, self.image_ids(truth, 'train'))
         return VOCDataset(data_folder('voc', self.root), self.image_ids(truth, 'train'), setting('sbd', self.sbd), verbose=True, labels=self.labels)
 

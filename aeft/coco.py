@@ -4,12 +4,13 @@
 
 # %% auto #0
 __all__ = ['COCO_CATEGORIES', 'CATEGORY_IDS', 'COCO_CLASSES', 'CLASS_OF', 'COCO_NAMES', 'COCO_SPLITS', 'KNOWN_SIZES', 'LAYOUT',
-           'TINY_COCO', 'MASK_CONVENTION', 'coco_root', 'annotation_file', 'image_folder', 'read_instances',
-           'semantic_mask', 'labels_of', 'write_tiny_coco', 'index_cache', 'coco_index', 'coco_split', 'mask_folder',
-           'coco_masks', 'coco_ground_truth', 'COCODataset', 'coco_train_dataset']
+           'SHOWN', 'TINY_COCO', 'MASK_CONVENTION', 'coco_root', 'annotation_file', 'image_folder', 'read_instances',
+           'skipped_text', 'semantic_mask', 'labels_of', 'write_tiny_coco', 'index_cache', 'annotation_sha256',
+           'coco_index', 'coco_split', 'mask_folder', 'coco_masks', 'coco_ground_truth', 'COCODataset',
+           'coco_train_dataset']
 
 # %% ../nbs/11_coco.ipynb #515fc9d7
-import contextlib, hashlib, io, json, os, warnings
+import contextlib, functools, hashlib, io, json, os, warnings
 from pathlib import Path
 import numpy as np, torch
 from PIL import Image
@@ -18,9 +19,9 @@ from torchvision import tv_tensors
 from fastprogress.fastprogress import progress_bar
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
-from .core import atomic_write
+from .core import atomic_write, file_sha256, size_text
 from .artefacts import save_mask, read_coco_mask   # their home is aeft.artefacts
-from .voc import cache_dir, load_image, normalize, train_transform, atomic_tree, class_colour, file_stamp, write_cache
+from .voc import cache_dir, load_image, normalize, train_transform, atomic_tree, class_colour, write_cache
 
 # %% ../nbs/11_coco.ipynb #ae4afdc2
 COCO_CATEGORIES = (
@@ -83,8 +84,8 @@ _EXPECTED = "expected COCO's instances_<split>2014.json (from annotations_trainv
 
 def _refuse(path, msg): return ValueError(f"annotation file {path} {msg}")
 
-def _check_instances(d, path):
-    "Refuse the parsed annotation file `d` (of `path`) unless it holds what `read_instances` promises"
+def _check_instances(d, path, strict=True):
+    "Refuse the parsed annotation file `d` (of `path`) unless it holds what `read_instances` promises; a malformed annotation refused if `strict`, else dropped from `d`: returns the problems of those dropped"
     if not isinstance(d, dict) or any(not isinstance(d.get(k), list) for k in ('images', 'annotations', 'categories')):
         raise _refuse(path, f"has no 'images', 'annotations' and 'categories' lists; {_EXPECTED}")
     for c in d['categories']:
@@ -98,18 +99,30 @@ def _check_instances(d, path):
         if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (im['height'], im['width'])):
             raise _refuse(path, f"gives image {im['id']!r} the height {im['height']!r} and width {im['width']!r}; expected positive whole numbers")
         sizes[im['id']] = [im['height'], im['width']]
+    kept, dropped = [], []
     for a in d['annotations']:
-        what = f"has annotation {a.get('id')!r} of image {a.get('image_id')!r}"
-        if a.get('category_id') not in CLASS_OF: raise _refuse(path, f"{what} with category_id {a.get('category_id')!r}; {_IDS}")
-        if a.get('image_id') not in sizes: raise _refuse(path, f"{what}, an image its 'images' list does not hold")
-        s = a.get('segmentation')
-        if isinstance(s, dict) and 'counts' in s and 'size' in s:
-            if list(s['size']) != sizes[a['image_id']]:
-                raise _refuse(path, f"{what} whose RLE is {s['size'][0]}×{s['size'][1]} but its image is {sizes[a['image_id']][0]}×{sizes[a['image_id']][1]}")
-        elif not (isinstance(s, list) and s and all(isinstance(p, list) and len(p) >= 6 for p in s)):
-            raise _refuse(path, f"{what} without a segmentation (a list of polygons of at least 3 points, or an RLE with 'counts' and 'size')")
-        else:
-            for p in s: _check_polygon(p, *sizes[a['image_id']], lambda msg: _refuse(path, f"{what} with a polygon {msg}"))
+        try: _check_annotation(a, sizes, path)
+        except ValueError as e:
+            if strict or not isinstance(a, dict): raise
+            dropped.append(str(e).removeprefix(f"annotation file {path} has "))
+        else: kept.append(a)
+    d['annotations'] = kept
+    return dropped
+
+def _check_annotation(a, sizes, path):
+    "Refuse annotation `a` of the file `path` unless its category, image (of `sizes`, id → [h, w]) and segmentation are COCO's"
+    if not isinstance(a, dict): raise _refuse(path, f"lists an annotation that is not an object: {json.dumps(a)[:80]}")
+    what = f"has annotation {a.get('id')!r} of image {a.get('image_id')!r}"
+    if a.get('category_id') not in CLASS_OF: raise _refuse(path, f"{what} with category_id {a.get('category_id')!r}; {_IDS}")
+    if a.get('image_id') not in sizes: raise _refuse(path, f"{what}, an image its 'images' list does not hold")
+    s = a.get('segmentation')
+    if isinstance(s, dict) and 'counts' in s and 'size' in s:
+        if list(s['size']) != sizes[a['image_id']]:
+            raise _refuse(path, f"{what} whose RLE is {size_text(*s['size'][:2])} but its image is {size_text(*sizes[a['image_id']])}")
+    elif not (isinstance(s, list) and s and all(isinstance(p, list) and len(p) >= 6 for p in s)):
+        raise _refuse(path, f"{what} without a segmentation (a list of polygons of at least 3 points, or an RLE with 'counts' and 'size')")
+    else:
+        for p in s: _check_polygon(p, *sizes[a['image_id']], lambda msg: _refuse(path, f"{what} with a polygon {msg}"))
 
 def _check_polygon(p, h, w, refuse):
     "Refuse polygon `p` ([x0, y0, x1, y1, ...]) of an `h`×`w` image unless its coordinates are finite numbers within the image widened by its size on each side"
@@ -118,20 +131,28 @@ def _check_polygon(p, h, w, refuse):
     xy = np.asarray(p, np.float64).reshape(-1, 2)
     if not (np.isfinite(xy).all() and (xy >= (-w, -h)).all() and (xy <= (2*w, 2*h)).all()):
         bad = xy[~(np.isfinite(xy).all(1) & (xy >= (-w, -h)).all(1) & (xy <= (2*w, 2*h)).all(1))][0]
-        raise refuse(f"whose point ({bad[0]:g}, {bad[1]:g}) is not finite or far outside its {w}×{h} image; expected coordinates within the image")
+        raise refuse(f"whose point ({bad[0]:g}, {bad[1]:g}) is not finite or far outside its {size_text(h, w)} image; expected coordinates within the image")
 
-def read_instances(path):
-    "The checked instance annotations of the COCO annotation file `path` as a pycocotools `COCO`"
+SHOWN = 3   # malformed annotations named when they are skipped
+
+def read_instances(path, strict=True):
+    "The checked instance annotations of the COCO annotation file `path` as a pycocotools `COCO`; a malformed annotation refused if `strict`, else skipped: `coco.skipped` lists them"
     path = Path(path)
     if not path.is_file(): raise _missing(path, 'annotation file')
     try: d = json.loads(path.read_bytes())
     except OSError as e: raise ValueError(f"cannot read annotation file {path}: {e.strerror}") from e
     except ValueError as e: raise _refuse(path, f"is not valid JSON ({e}); {_EXPECTED}") from e
-    _check_instances(d, path)
+    skipped = _check_instances(d, path, strict)
     coco = COCO()
     with contextlib.redirect_stdout(io.StringIO()):   # pycocotools prints its progress
         coco.dataset = d; coco.createIndex()
+    coco.skipped = skipped
     return coco
+
+def skipped_text(path, skipped):
+    "One line on the malformed annotations of the file `path` that were skipped (`skipped`: their problems), naming the first `SHOWN`"
+    return (f"annotation file {path}: {len(skipped):,} malformed annotation{'s'*(len(skipped) > 1)} skipped ({'; '.join(skipped[:SHOWN])}"
+            f"{'; …' if len(skipped) > SHOWN else ''}); --strict refuses the file instead")
 
 # %% ../nbs/11_coco.ipynb #145cdba9
 def semantic_mask(coco, image_id, class_of=None):
@@ -238,23 +259,33 @@ def _read_index(path, ann):
     if not path.is_file(): return None
     try: c = json.loads(path.read_text())
     except (OSError, ValueError) as e: raise ValueError(f"cannot read the COCO index cache {path} ({e}); delete it to rebuild it") from e
-    if not (isinstance(c, dict) and isinstance(c.get('images'), dict) and isinstance(c.get('stamp'), list)):
+    if not (isinstance(c, dict) and isinstance(c.get('images'), dict)):
         raise ValueError(f"the COCO index cache {path} is not one aeft wrote; delete it to rebuild it")
     if c.get('annotations') != str(ann.resolve()):
         raise ValueError(f"the COCO index cache {path} holds the images of {c.get('annotations')}, expected {ann.resolve()}; "
                          "delete it, or set AEFT_CACHE to another folder")
     return c
 
-def coco_index(root, split, progress=True):
-    "{id: {image_id, file, height, width, annotations, labels}} of every image of `split`'s annotation file, cached in `cache_dir()` while that file is unchanged"
+@functools.cache
+def _sha256(path, size, mtime_ns): return file_sha256(path)
+
+def annotation_sha256(ann):
+    "The SHA-256 of the annotation file `ann`, what its caches are keyed by (computed once per process while its size and time stay)"
+    s = Path(ann).stat(); return _sha256(str(Path(ann).resolve()), s.st_size, s.st_mtime_ns)
+
+def coco_index(root, split, progress=True, strict=False):
+    "{id: {image_id, file, height, width, annotations, labels}} of every image of `split`'s annotation file, cached in `cache_dir()` while that file's content is unchanged; malformed annotations skipped with a warning, or refused if `strict`"
     ann = annotation_file(root, split)
-    path, stamp = index_cache(root, split), file_stamp(ann)
+    path, sha = index_cache(root, split), annotation_sha256(ann)
     c = _read_index(path, ann)
-    if c is not None and c['stamp'] == stamp: return c['images']
-    if progress: print(f"reading {ann}" + (" again: it changed since it was cached" if c is not None else ''))
-    images = _index(read_instances(ann))
-    write_cache(path, dict(annotations=str(ann.resolve()), stamp=stamp, images=images))
-    return images
+    if c is None or c.get('sha256') != sha:
+        if progress: print(f"reading {ann}" + (" again: it changed since it was cached" if c is not None else ''))
+        coco = read_instances(ann, strict=False)   # what is skipped is recorded, so that --strict refuses it from the cache too
+        c = dict(annotations=str(ann.resolve()), sha256=sha, skipped=coco.skipped, images=_index(coco))
+        write_cache(path, c)
+    if c.get('skipped') and not strict: warnings.warn(skipped_text(ann, c['skipped']))   # shown once per process (Python's warning filter)
+    if strict and c.get('skipped'): raise ValueError(skipped_text(ann, c['skipped']).replace('skipped (', 'found (').replace('; --strict refuses the file instead', '; --strict refuses it: leave --strict out to skip them'))
+    return c['images']
 
 def coco_split(root, split, verbose=True):
     "Sorted ids of the images of `split` with at least one annotation (the paper's 82,081 train and 40,137 val images)"
@@ -278,8 +309,8 @@ def _manifest(folder, want):
         try: have = json.loads(p.read_text())
         except (OSError, ValueError) as e: raise ValueError(f"cannot read {p} ({e}); delete {folder} to rebuild its masks") from e
         if have != want:
-            raise ValueError(f"the mask folder {folder} was made from {have.get('annotations')} (size and time {have.get('stamp')}, "
-                             f"convention {have.get('convention')!r}), not from {want['annotations']} as it is now (size and time {want['stamp']}, "
+            raise ValueError(f"the mask folder {folder} was made from {have.get('annotations')} (SHA-256 {have.get('sha256')}, "
+                             f"convention {have.get('convention')!r}), not from {want['annotations']} as it is now (SHA-256 {want['sha256']}, "
                              f"convention {want['convention']!r}): its masks are stale; delete {folder} to rebuild them")
         return
     if folder.is_dir() and any(not f.name.startswith('.') for f in folder.iterdir()):   # hidden: another process's file being written
@@ -300,18 +331,21 @@ def coco_masks(root, split, ids=None, progress=True):
     unknown = [i for i in ids if i not in index]
     if unknown: raise ValueError(f"image id {unknown[0]!r} is not in {ann}" + (f" ({len(unknown)} ids are not)" if len(unknown) > 1 else ''))
     folder = mask_folder(root, split)
-    _manifest(folder, dict(annotations=str(ann.resolve()), stamp=file_stamp(ann), convention=MASK_CONVENTION))
+    _manifest(folder, dict(annotations=str(ann.resolve()), sha256=annotation_sha256(ann), convention=MASK_CONVENTION))
     todo = [i for i in dict.fromkeys(ids) if not (folder/f'{i}.png').is_file()]
     if todo:
-        coco = read_instances(ann)
+        coco = read_instances(ann, strict=False)   # what is skipped was reported (or refused) by coco_index
         for i in progress_bar(todo, leave=False) if progress else todo: _write_png(semantic_mask(coco, index[i]['image_id']), folder/f'{i}.png')
     return folder
 
 def coco_ground_truth(root, split, ids=None, progress=True):
-    "(function image id -> its (h, w) uint8 ground-truth mask, the 81 label names) for `split`, the masks of `ids` (default: the split's) made first"
-    folder, index = coco_masks(root, split, ids, progress), coco_index(root, split, False)
+    "(function image id -> its (h, w) uint8 ground-truth mask, the 81 label names) for `split`, the masks of `ids` (default: the split's) made first, any other's when first asked for"
+    folder, index, held = coco_masks(root, split, ids, progress), coco_index(root, split, False), {}
     def gt(id):
         if id not in index: raise ValueError(f"image id {id!r} is not in {annotation_file(root, split)}")
+        if not (folder/f'{id}.png').is_file():                 # the annotations read once, at the first mask missing
+            if not held: held['coco'] = read_instances(annotation_file(root, split), strict=False)
+            _write_png(semantic_mask(held['coco'], index[id]['image_id']), folder/f'{id}.png')
         try: return read_coco_mask(folder/f'{id}.png', (index[id]['height'], index[id]['width']))
         except (OSError, ValueError) as e: raise type(e)(f"ground truth: {e}; delete it, and coco_masks makes it again") from e
     return gt, COCO_NAMES

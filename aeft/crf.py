@@ -18,7 +18,7 @@ import pydensecrf.densecrf as dcrf
 from pydensecrf.utils import unary_from_softmax
 from fastcore.basics import ifnone
 from fastprogress.fastprogress import progress_bar
-from .core import cli_errors, check_outside, exit_with_parent, my_share, share_note, Shard
+from .core import cli_errors, check_outside, exit_with_parent, my_share, share_note, Shard, size_text, rotation_hint
 from .artefacts import (claim_folder, read_manifest, MANIFEST, load_seeds, seed_file, seed_layout, seed_stack, check_seed_classes,   # their home is aeft.artefacts
                             save_crf, load_label_scores, crf_folder, load_crf)
 from .voc import load_image, read_ids
@@ -74,7 +74,10 @@ def _crf_image(id, image, seed, layout, todo, t, num_classes, dtype=CRF_DTYPE):
         raise ValueError(f"seed file {seed} is of layout {found!r}, the other seeds of this run (and its manifest) {layout!r}; keep one layout per folder")
     seeds, img = load_seeds(seed, num_classes), np.asarray(load_image(image))
     bad = {v.shape for v in seeds.values()} - {img.shape[:2]}
-    if bad: raise ValueError(f"seed file {seed} holds maps of shape {bad.pop()} but image {image} is {img.shape[:2]}; expected seeds at the image's size")
+    if bad:
+        bad = bad.pop()
+        raise ValueError(f"seed file {seed} holds maps of {size_text(*bad)} but image {image} is {size_text(*img.shape[:2])}; expected seeds at the image's size"
+                         + rotation_hint(image, bad))
     for alpha, path in todo:
         save_crf(crf_seeds(img, seeds, alpha, t), path, dtype)
     return id

@@ -65,9 +65,10 @@ def voc_truth(root, sbd=None):
     return GroundTruth(mask, lambda split: _split_ids(root, split, sbd), NAMES, f'VOC masks in {voc}', lambda id: voc/'JPEGImages'/f'{id}.jpg', voc,
                        labels, voc_palette())
 
-def coco_truth(root, progress=True):
-    "COCO 2014's `GroundTruth` under `root`: `aeft.coco` masks (a split's made once, on its first image), the annotated images of 'train' and 'val', background + 80 classes"
-    root, index, made = coco_root(root), {}, {}
+def coco_truth(root, progress=True, strict=False):
+    "COCO 2014's `GroundTruth` under `root`: `aeft.coco` masks (each made when first asked for), the annotated images of 'train' and 'val', background + 80 classes; `strict`: both annotation files read now and refused if one holds a malformed annotation"
+    root, made = coco_root(root), {}
+    index = {s: coco_index(root, s, progress, strict=True) for s in COCO_SPLITS} if strict else {}
     def split_of(id):
         for s in COCO_SPLITS:
             if s not in index: index[s] = coco_index(root, s, progress)
@@ -75,7 +76,7 @@ def coco_truth(root, progress=True):
         raise ValueError(f"image id {id!r} is in neither annotation file under {root} (instances_train2014.json, instances_val2014.json)")
     def mask(id):
         s = split_of(id)
-        if s not in made: made[s] = coco_ground_truth(root, s, progress=progress)[0]
+        if s not in made: made[s] = coco_ground_truth(root, s, ids=(), progress=progress)[0]   # each mask made when first asked for
         return made[s](id)
     def image(id): s = split_of(id); return image_folder(root, s)/index[s][id]['file']
     def labels(id): s = split_of(id); return list(index[s][id]['labels'])
@@ -90,15 +91,15 @@ def data_folder(data='voc', root=None):
     "The folder of `data`: `root`, else `AEFT_VOC_ROOT` (VOC) or `AEFT_COCO_ROOT` (COCO); None when neither is set"
     return setting('coco_root' if data == 'coco' else 'voc_root', root)
 
-def ground_truth(data='voc', root=None, sbd=None, coco_root=None, progress=True):
-    "The `GroundTruth` of `data`: 'voc' (VOC2012 under `root`; SBD's folder `sbd` for train_aug), 'coco' (COCO 2014 under `root`), 'folder' (`folder_truth`) or 'cocofile' (`cocofile_truth`); VOC's and COCO's folders default to their `AEFT_*` variables"
+def ground_truth(data='voc', root=None, sbd=None, coco_root=None, progress=True, strict=False):
+    "The `GroundTruth` of `data`: 'voc' (VOC2012 under `root`; SBD's folder `sbd` for train_aug), 'coco' (COCO 2014 under `root`; `strict`: refused if an annotation is malformed), 'folder' (`folder_truth`) or 'cocofile' (`cocofile_truth`); VOC's and COCO's folders default to their `AEFT_*` variables"
     if data in ('folder', 'cocofile'): return (folder_truth if data == 'folder' else cocofile_truth)(root)
     if data not in ('voc', 'coco'):
         raise ValueError(f"--data must be 'voc', 'coco', 'folder' or 'cocofile', got {data!r}" + (" (the synthetic shapes: aeft_run synthetic writes a VOC-format copy for the later stages)" if data == 'shapes' else ''))
     if data == 'voc':
         if coco_root is not None: raise ValueError("--coco_root is given but --data is 'voc'; add --data coco")
         return voc_truth(data_folder('voc', root), setting('sbd', sbd))
-    return coco_truth(data_folder('coco', coco_root or root), progress)
+    return coco_truth(data_folder('coco', coco_root or root), progress, strict)
 
 def as_truth(data):
     "`data` if it is a `GroundTruth`, else VOC's under the folder `data`"
@@ -113,15 +114,24 @@ class DataOptions:
     sbd: str = None       # SBD's released folder (benchmark_RELEASE/dataset), for train_aug where VOC2012 has no SegmentationClassAug; default $AEFT_SBD
     split: str = None     # the images: a split of the data (VOC: train, val, train_aug, or a-b; COCO: train, val; folder: the splits of labels.csv; cocofile: train); default the stage's own
     ids: str = None       # a file of image ids, one per line, instead of --split
+    strict: bool = False  # refuse COCO annotation files holding a malformed annotation (e.g. a polygon of fewer than 3 points) instead of skipping those with a count
 
     def truth(self, progress=True):
         "The `GroundTruth` of these options' dataset"
-        return ground_truth(self.data, self.root, self.sbd, progress=progress)
+        return ground_truth(self.data, self.root, self.sbd, progress=progress, strict=self.strict)
+
+    def listed_ids(self):
+        "The ids of the file `ids` (None without one); ValueError naming `--ids` when it lists none, since a stage run on no image reports nothing true"
+        if not self.ids: return None
+        if not (ids := read_ids(self.ids)): raise ValueError(f"--ids {self.ids} lists no image ids; expected one id per line")
+        return ids
 
     def image_ids(self, truth, default=None):
-        "The ids to run on: those of the file `ids`, else of `split`, else of `default`, else of the data's training split (`DATA`)"
-        if self.ids: return read_ids(self.ids)
-        return truth.ids(self.split or default or DATA[self.data])
+        "The ids to run on: those of the file `ids`, else of `split`, else of `default`, else of the data's training split (`DATA`); ValueError when there are none"
+        if self.ids: return self.listed_ids()
+        split = self.split or default or DATA[self.data]
+        if not (ids := truth.ids(split)): raise ValueError(f"--split {split} lists no images in {truth.root}")
+        return ids
 
 # %% ../nbs/11a_data.ipynb #52927d86
 FOLDER_LAYOUT = """expected layout of a folder dataset (--data folder):

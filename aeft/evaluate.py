@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np, torch
 from fastprogress.fastprogress import progress_bar
 from .metrics import ThresholdSweep, choose_threshold, confusion, scores
-from .core import atomic_write, save_figure, check_outside
+from .core import atomic_write, save_figure, check_outside, size_text
 from .cli import command
 from .voc import VOC_CLASSES, voc_root, voc_splits, find_sbd, read_ids
 from .artefacts import load_seeds, seed_file, seed_stack, KINDS, load_label_scores, scores_to_mask, mask_file, read_prediction   # their home is aeft.artefacts
@@ -43,7 +43,7 @@ def _add(sweep, seeds, truth, id):
     f = seed_file(seeds, id)
     gt = truth.mask(id)
     keys, maps = seed_stack(load_seeds(f, len(truth.names) - 1), gt.shape)
-    if maps.shape[1:] != gt.shape: raise ValueError(f"seed {f} is {tuple(maps.shape[1:])} but the mask of {id!r} is {gt.shape}")
+    if maps.shape[1:] != gt.shape: raise ValueError(f"seed {f} is {size_text(*maps.shape[1:])} but the mask of {id!r} is {size_text(*gt.shape)}")
     sweep.update_image(keys, maps, torch.from_numpy(gt))
 
 def seed_sweep(seeds, root, split='train', thresholds=None, sbd=None, progress=True, truth=None):
@@ -126,7 +126,7 @@ def evaluate_masks(folder, root=None, split='train', sbd=None, progress=True, tr
         for id in progress_bar(ids, leave=False) if progress else ids:
             gt, f = truth.mask(id), mask_file(folder, id)
             pred = read_prediction(f, n)
-            if pred.shape != gt.shape: raise ValueError(f"mask {f} is {pred.shape} but the ground truth of {id!r} is {gt.shape}")
+            if pred.shape != gt.shape: raise ValueError(f"mask {f} is {size_text(*pred.shape)} but the ground truth of {id!r} is {size_text(*gt.shape)}")
             cm += confusion(torch.from_numpy(pred), torch.from_numpy(gt), n)
             kinds.add(KINDS[f.suffix])
     return dict(scores(cm), evaluated_on=_name(split), images=len(ids), folder=str(folder), kind=' and '.join(sorted(kinds)) or 'no masks',
@@ -151,7 +151,7 @@ class EvalStage(DataOptions):
         out, t0 = Path(self.out), time.time()
         truth = self.truth(self.progress)
         check_outside(out, data=truth.root)
-        on = read_ids(self.ids) if self.ids else (self.split or 'train')
+        on = self.listed_ids() or self.split or 'train'
         if self.masks is None:
             if not (self.t_step > 0 and self.t_min <= self.t_max): raise ValueError(f"need t_min <= t_max and t_step > 0, got {self.t_min}, {self.t_max}, {self.t_step}")
             ts = np.round(np.arange(self.t_min, self.t_max + self.t_step/2, self.t_step), 6)

@@ -19,8 +19,9 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from fastprogress.fastprogress import master_bar, progress_bar, IN_NOTEBOOK
-from .core import atomic_write
-from .artefacts import lock_folder
+from .core import atomic_write, write_failure
+from .artefacts import lock_folder, differing_inputs
+from .weights import check_finite
 from .optim import make_optimizer
 from .step import aeft_step, bce_step
 from .config import TrainConfig, build_model, checked_config
@@ -158,8 +159,9 @@ class NaNGuardCB(Callback):
     order = -30
     def after_loss(self, learn):
         if not all(np.isfinite(list(learn.vals.values()))):
-            raise NonFiniteLoss(f"non-finite loss at epoch {learn.epoch}, step {learn.step + 1}: {learn.vals}. Stopped; the last "
-                                f"good checkpoint {learn.ckpt} (after {learn.epoch} epochs) is kept. Lower the lr or check the data.")
+            kept = (f"the last good checkpoint {learn.ckpt} (after {learn.epoch} epochs) is kept" if learn.ckpt.exists() else
+                    f"no epoch ended before it, so no checkpoint was written in {learn.out}")
+            raise NonFiniteLoss(f"non-finite loss at epoch {learn.epoch}, step {learn.step + 1}: {learn.vals}. Stopped; {kept}. Lower the lr or check the data.")
 
 class TimeCB(Callback):
     "The seconds of each epoch's batches in its row, as `time` right after `phase` (before the evaluation callbacks run)"
@@ -208,9 +210,9 @@ class EvalCB(Callback):
         with torch.no_grad(): learn.row.update(self.evaluate(learn.model))
 
 class Learner:
-    "Trains `model` on `train_ds` as `cfg` says, one phase per epoch (default: warm-up, then AEFT); log and checkpoint in `out`; `cbs` add concerns"
-    def __init__(self, model, train_ds, cfg, out, phases=None, new=None, cbs=(), progress=True, **dl_kwargs):
-        self.model, self.train_ds, self.cfg = model, train_ds, cfg
+    "Trains `model` on `train_ds` as `cfg` says, one phase per epoch (default: warm-up, then AEFT); log and checkpoint in `out`; `cbs` add concerns; `trained_on` (`aeft.artefacts.inputs`) is recorded and checked on resume"
+    def __init__(self, model, train_ds, cfg, out, phases=None, new=None, cbs=(), progress=True, trained_on=None, **dl_kwargs):
+        self.model, self.train_ds, self.cfg, self.trained_on = model, train_ds, cfg, trained_on
         self.phases = phases or classifier_phases(cfg)
         self.device = pick_device(cfg)
         self.out, self.dl_kwargs, self.loaders = Path(out), {**loader_kwargs(self.device, dl_kwargs.get('num_workers', 0)), **dl_kwargs}, {}
@@ -249,7 +251,7 @@ class Learner:
         elif self.main:
             self.out.mkdir(parents=True, exist_ok=True)
             atomic_write(self.out/'config.json', lambda f: f.write(json.dumps(asdict(self.cfg), indent=1).encode()))
-            self.log_path.write_text('')
+            atomic_write(self.log_path, lambda f: None)
         self.epochs = range(self.epoch, self.cfg.epochs)
         self.all_epochs()
         return self
@@ -306,8 +308,12 @@ class Learner:
 
     def write(self, row):
         "Append `row` to the JSON-lines log (main process only)"
-        if self.main:
+        if not self.main: return
+        try:
             with open(self.log_path, 'a') as f: f.write(json.dumps(row) + '\n')
+        except OSError as e:
+            if (failure := write_failure(e, self.log_path)) is e: raise
+            raise failure from e
 
     def save(self):
         "Write `last.pt` atomically: weights, optimiser, schedule, epoch, step, every process's RNG states, config, log length"
@@ -317,13 +323,17 @@ class Learner:
         if self.main:
             atomic_write(self.ckpt, partial(torch.save, dict(model=self.model.state_dict(), opt=self.opt.state_dict(), sched=self.sched.state_dict(),
                                                              epoch=self.epoch, step=self.step, rng=rngs, config=asdict(self.cfg),
-                                                             log_bytes=self.log_path.stat().st_size)))
+                                                             log_bytes=self.log_path.stat().st_size, trained_on=self.trained_on)))
 
     def load(self):
         "Restore everything `save` wrote and cut the log back to where it was"
         ck = torch.load(self.ckpt, map_location='cpu', weights_only=False)
         diff = {k: (v, ck['config'].get(k)) for k, v in asdict(self.cfg).items() if k not in SPEED_FIELDS and ck['config'].get(k) != v}
         if diff: raise ValueError(f"{self.ckpt} was written with another config; (now, then): {diff}")
+        then = ck.get('trained_on')
+        if self.trained_on is not None and then is not None and (inp := differing_inputs(then, self.trained_on)):
+            raise ValueError(f"{self.ckpt} was trained on other inputs: " + '; '.join(f"{k} {then.get(k)}, not {self.trained_on.get(k)}" for k in inp)
+                             + "; resume it with the inputs it was trained on, or choose another output folder")
         if len(ck['rng']) != self.world:
             raise ValueError(f"{self.ckpt} was written by {len(ck['rng'])} processes; resume it with as many, not {self.world}")
         self.model.load_state_dict(ck['model']); self.opt.load_state_dict(ck['opt']); self.sched.load_state_dict(ck['sched'])
@@ -373,13 +383,14 @@ class PlotCB(Callback):
 
 # %% ../nbs/13_learner.ipynb #f7e84dd1
 def read_checkpoint(path, what='checkpoint'):
-    "The dict a `Learner` saved at `path` ('config', 'model', ...); FileNotFoundError or ValueError naming `path` (as `what`) when it is missing or not one"
+    "The dict a `Learner` saved at `path` ('config', 'model', ...); FileNotFoundError or ValueError naming `path` (as `what`) when it is missing, not one, or holds weights that are not finite"
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"{what} {path} does not exist")
     try: ck = torch.load(path, map_location='cpu', weights_only=False)
     except Exception as e: raise ValueError(f"cannot read {path} as a torch checkpoint: {e}") from e
     if not isinstance(ck, dict) or 'config' not in ck or 'model' not in ck:
         raise ValueError(f"{path} is not a checkpoint of aeft's training loop (no 'config' and 'model')")
+    check_finite(ck['model'], path)
     return ck
 
 def load_trained(path, check, build, device='cpu', what='checkpoint', **asked):

@@ -240,10 +240,10 @@ class PredictStage(DataOptions):
             raise ValueError(f"{self.ckpt} holds a network of {cfg.num_classes} classes, but --data {self.data} has {labels[self.data]} (the background and {labels[self.data] - 1} classes)"
                              + (f"; it is a network for --data {other[0]}" if other else ''))
         truth = None if test else self.truth(self.progress)   # the ground truth to score against, checked before any work
-        if self.ids: ds, split = SplitImages(truth, read_ids(self.ids)), Path(self.ids).stem
+        if self.ids: ds, split = SplitImages(truth, self.listed_ids()), Path(self.ids).stem
         else: ds = SplitImages(truth if self.data != 'voc' else data_folder('voc', self.root), split)   # VOC: the split's list, the test download's too
         where = Path(self.out)/split
-        if truth is not None: check_outside(self.out, data=truth.root)
+        check_outside(self.out, data=truth.root if truth is not None else data_folder('voc', self.root))   # VOC's test download too
         folder = server_folder(where, self.comp) if test else where
         settings = dict(checkpoint_sha256=file_sha256(self.ckpt), split=split, scales=list(sc), flip=self.flip, fuse=self.fuse, crf=self.crf_settings,
                         **(dict(comp=self.comp) if test else {}))

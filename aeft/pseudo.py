@@ -23,7 +23,7 @@ from torch.func import functional_call
 from torch.utils._pytree import tree_flatten
 from torch.utils._python_dispatch import TorchDispatchMode
 from fastprogress.fastprogress import progress_bar
-from .core import atomic_write, file_sha256, IMAGENET_STATS, check_outside, exit_with_parent, my_share, share_note, stage_device, Shard
+from .core import atomic_write, file_sha256, IMAGENET_STATS, check_outside, exit_with_parent, my_share, share_note, stage_device, Shard, size_text
 from .artefacts import claim_folder, read_manifest, MANIFEST
 from .affinity import radius_pairs, displacements, affinities, load_affinity_model, affinity_checkpoint
 from .voc import load_image, save_mask
@@ -46,7 +46,7 @@ def walk_scores(seeds, size, bg_power=BG_POWER, num_classes=20):
     "(1 + `num_classes`, H, W) float32: the seed of class k ({class: (H, W) map}) in channel k + 1, 0 for absent classes, and the background (1 - max)^`bg_power` in channel 0"
     s = torch.zeros(1 + num_classes, *size)
     for k, v in seeds.items():
-        if np.shape(v) != tuple(size): raise ValueError(f"the seed of class {k} is {np.shape(v)}, the image {tuple(size)}")
+        if np.shape(v) != tuple(size): raise ValueError(f"the seed of class {k} is {size_text(*np.shape(v))}, the image {size_text(*size)}")
         s[k + 1] = torch.as_tensor(v)
     s[0] = (1 - s[1:].amax(0))**bg_power
     return s
@@ -252,7 +252,7 @@ def _seeds(path, img, num_classes):
     "The seeds of `path`, checked against PIL `img`'s size"
     seeds = load_seeds(path, num_classes)
     bad = {np.shape(v) for v in seeds.values()} - {(img.height, img.width)}
-    if bad: raise ValueError(f"seed file {path} holds maps of shape {bad.pop()} but its image is {img.height}×{img.width}; expected seeds at the image's size")
+    if bad: raise ValueError(f"seed file {path} holds maps of {size_text(*bad.pop())} but its image is {size_text(img.height, img.width)}; expected seeds at the image's size")
     return seeds
 
 def _fit(img, seeds, max_pixels):
@@ -284,8 +284,11 @@ def run_pseudo(model, seeds, root, out, ids, beta=BETA, logt=LOGT, bg_power=BG_P
     todo = [id for id in ids if not (out/f'{id}.png').exists()]
     def walked(id):
         img = load_image(files[id][0]); img, seeds = _fit(img, _seeds(files[id][1], img, num_classes), max_pixels)
-        try: return walk_image(model, img, seeds, beta, logt, bg_power, radius, walk, stride, num_classes).cpu().numpy()
-        except ValueError as e: raise ValueError(f"image {files[id][0]} ({img.width}×{img.height}): {e}") from None
+        try:
+            w = walk_image(model, img, seeds, beta, logt, bg_power, radius, walk, stride, num_classes)
+            if not torch.isfinite(w).all(): raise ValueError("the random walk gave scores that are not finite (NaN or inf); no mask written for it")
+            return w.cpu().numpy()
+        except ValueError as e: raise ValueError(f"image {files[id][0]} ({size_text(img.height, img.width)}): {e}") from None
     bar = (lambda it: progress_bar(it, leave=False)) if progress else (lambda it: it)
     if workers <= 1 or len(todo) <= 1:
         for id in bar(todo): _finish(files[id][0], walked(id), crf, stride, out/f'{id}.png', max_pixels)
@@ -338,7 +341,7 @@ class PseudoStage(DataOptions):
         processes = self.processes or len(os.sched_getaffinity(0))
         source = dict(sha256=file_sha256(ckpt), backbone=cfg.backbone, file=ckpt.name)   # the checkpoint by its content and name: it may move
         t0 = time.time()
-        n = run_pseudo(model, self.seeds, truth, self.out, todo, self.beta, self.logt, self.bg_power, self.crf_iters, self.walk, self.radius or cfg.radius,
+        n = run_pseudo(model, self.seeds, truth, self.out, todo, self.beta, self.logt, self.bg_power, self.crf_iters, self.walk, ifnone(self.radius, cfg.radius),
                        cfg.stride, self.num_classes, source, processes, self.progress, max_memory=self.max_memory, max_pixels=self.max_pixels) if todo or not shard else 0
         s = time.time() - t0
         print(f"aeft_pseudo: {n} pseudo masks written to {self.out} in {s:.1f}s ({processes} process{'es' if processes > 1 else ''}, {self.walk} walk, AffinityNet {ckpt}); {len(todo) - n} already there"

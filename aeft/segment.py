@@ -22,8 +22,8 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
-from .core import check_outside
-from .artefacts import check_same
+from .core import check_outside, size_text, rotation_hint
+from .artefacts import check_same, inputs
 from .cli import command
 from .gpp import TinyBackbone
 from .backbones import Backbone, ResNet38d
@@ -265,15 +265,17 @@ class PseudoMaskDataset(Dataset):
         bad = [b for b in bad if b[1] != b[2]]
         if bad:
             id, (w, h), (W, H) = bad[0]
-            raise ValueError(f"pseudo mask {self.mask_file(id)} is {w}×{h} but its image {self.image_file(id)} is {W}×{H}; "
-                             f"{len(bad):,} of the {len(self.ids):,} masks differ from their images in size ({_some([b[0] for b in bad])})")
+            raise ValueError(f"pseudo mask {self.mask_file(id)} is {size_text(h, w)} but its image {self.image_file(id)} is {size_text(H, W)}; "
+                             f"{len(bad):,} of the {len(self.ids):,} masks differ from their images in size ({_some([b[0] for b in bad])})"
+                             + rotation_hint(self.image_file(id), (h, w)))
 
     def mask(self, i, size=None):
         "The checked class-index mask (H, W) uint8 of item `i`: labels of the data (`aeft.evaluate.read_prediction`) below the network's `num_classes`, 255 ignored, of its image's `size` (W, H; read from the file if not given)"
         id = self.ids[i]; f = self.mask_file(id)
         m = read_prediction(f, self.num_labels, ignore=True)
         W, H = size or _size(self.image_file(id))
-        if m.shape != (H, W): raise ValueError(f"pseudo mask {f} is {m.shape[1]}×{m.shape[0]} but its image {self.image_file(id)} is {W}×{H}")
+        if m.shape != (H, W): raise ValueError(f"pseudo mask {f} is {size_text(*m.shape)} but its image {self.image_file(id)} is {size_text(H, W)}"
+                                              + rotation_hint(self.image_file(id), m.shape))
         top = int(m[m != IGNORE].max(initial=0))
         if top >= self.num_classes:
             raise ValueError(f"pseudo mask {f} holds class {top}, but the network has {self.num_classes} classes "
@@ -365,7 +367,7 @@ class SegmentStage(DataOptions):
         ds = PseudoMaskDataset(truth, self.masks, split, transform=segment_transform(cfg.crop_size, cfg.scales, cfg.flip), num_classes=cfg.num_classes)
         cfg = with_epochs(cfg, len(ds))
         model = build_segmenter(cfg, None if self.resume and (Path(self.out)/'last.pt').exists() else self.init)
-        learn = segment_learner(model, ds, cfg, self.out, cbs=[PlotCB()], progress=self.progress,
+        learn = segment_learner(model, ds, cfg, self.out, cbs=[PlotCB()], progress=self.progress, trained_on=inputs(self.data, split, truth.root, masks=self.masks),
                                 **loader_kwargs(pick_device(cfg), self.workers, self.prefetch, self.persistent_workers))
         n = steps_per_epoch(cfg, len(ds))
         if learn.main: print(f"aeft_segment: {len(ds):,} images of {split} with the masks of {self.masks}; {cfg.epochs} epoch{'s'*(cfg.epochs > 1)} of {n:,} steps "

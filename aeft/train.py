@@ -16,7 +16,8 @@ from .cli import command
 from .weights import load_official_checkpoint
 from .voc import VOC_CLASSES, VOCDataset
 from .coco import COCODataset
-from .data import DataOptions, data_folder, ground_truth, OLD_DATA, OWN_DATA, TruthDataset
+from .data import DATA, DataOptions, data_folder, ground_truth, OLD_DATA, OWN_DATA, TruthDataset
+from .artefacts import inputs
 from .config import TrainConfig, make_config, build_model, datasets
 from .learner import Learner, EvalCB, BestCB, PlotCB, NonFiniteLoss, loader_kwargs, pick_device, read_log
 from .metrics import ThresholdSweep, val_miou
@@ -88,9 +89,10 @@ class TrainStage(DataOptions):
         model = build_model(cfg)
         if self.init: print(f'aeft_train: loaded {self.init} into the backbone', init_backbone(model, cfg, self.init))
         train_ds, valid_ds = datasets(cfg, voc_root=self.root, sbd=self.sbd)
-        if cfg.data != 'shapes': check_outside(self.out, data=ground_truth(cfg.data, self.root, self.sbd, progress=False).root)
+        root = None if cfg.data == 'shapes' else ground_truth(cfg.data, self.root, self.sbd, progress=False, strict=self.strict).root
+        if root is not None: check_outside(self.out, data=root)
         cbs = [PlotCB()] + selection(cfg, self.select_on, valid_ds, self.root, self.sbd)
-        learn = Learner(model, train_ds, cfg, self.out, cbs=cbs, progress=self.progress,
+        learn = Learner(model, train_ds, cfg, self.out, cbs=cbs, progress=self.progress, trained_on=inputs(cfg.data, DATA.get(cfg.data) or 'train', root),
                         **loader_kwargs(pick_device(cfg), self.workers, self.prefetch, self.persistent_workers)).fit(self.resume)
         best = next((cb.metric for cb in cbs if isinstance(cb, BestCB)), None)
         summary = dict(out=str(learn.out), images=len(train_ds), epochs=cfg.epochs, seconds=round(time.time() - t0, 1),

@@ -300,3 +300,156 @@ def test_unreadable_mask_file_says_why(fixtures, monkeypatch):
     import scipy.io
     monkeypatch.setattr(scipy.io, 'loadmat', denied)
     with pytest.raises(ValueError, match=f"^cannot read SBD mask {sbd/'cls'/SBD_ID}.mat: Permission denied$"): read_mask(sbd/'cls'/f'{SBD_ID}.mat')
+
+# ---- faults of the later stages, one test per kind, through the commands
+
+def _segmenter(path, broken=False):
+    "A tiny segmentation checkpoint at `path`; `broken`: its first weight tensor all NaN (that tensor's name returned too)"
+    from aeft.segment import SegmentConfig, build_segmenter
+    cfg = SegmentConfig(backbone='tiny', width=4, device='cpu'); sd = build_segmenter(cfg).state_dict()
+    k = next(k for k, v in sd.items() if v.is_floating_point())
+    if broken: sd[k] = torch.full_like(sd[k], float('nan'))
+    torch.save(dict(model=sd, config=asdict(cfg)), path); return path, k
+
+def _affinity(path):
+    "A tiny AffinityNet checkpoint at `path`"
+    from aeft.affinity import AffinityConfig, build_affinity_model
+    cfg = AffinityConfig.synthetic(device='cpu'); torch.save(dict(model=build_affinity_model(cfg).state_dict(), config=asdict(cfg)), path); return path
+
+def _exits(cmd, argv):
+    "The one line a command ends with on bad input"
+    with pytest.raises(SystemExit) as e: cmd([str(a) for a in argv])
+    return str(e.value)
+
+def _limited(size):
+    "A context in which no file may grow beyond `size` bytes (`ulimit -f`: what a full disk does to a write, without filling one)"
+    import contextlib, resource
+    @contextlib.contextmanager
+    def limit():
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
+        try: yield
+        finally: resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    return limit()
+
+def test_write_failure_names_the_file_and_folder(fixtures, tmp_path):
+    "A file-size limit (as a full disk would): aeft_crf stops with one line naming the file and its folder, no output file half written"
+    from aeft.crf import aeft_crf
+    root = fixtures['png']; voc = voc_root(root); (tmp_path/'seeds').mkdir()
+    for id in voc_splits(root, verbose=False)['train']: save_seeds({0: np.full(load_mask(voc, id)[0].shape, 0.5, np.float32)}, tmp_path/'seeds'/f'{id}.npy')
+    with _limited(2048):                                                             # a manifest fits, a CRF output does not
+        line = _exits(aeft_crf, [tmp_path/'seeds', '--root', root, '--split', 'train', '--out', tmp_path/'crf', '--crf_iters', '1', '--processes', '1', '--progress', 'False'])
+    folder = tmp_path/'crf'/'02'
+    assert line.startswith(f"aeft_crf: cannot write {folder}/") and f"the largest file size allowed in {folder}" in line, line
+    assert not list(folder.glob('*.npy')) and not list(folder.glob('.*.tmp'))
+
+def test_checkpoint_write_failure_keeps_the_last_one(tmp_path):
+    "last.pt that cannot be written: one error naming it (torch.save's own error does not say why), and the previous last.pt is kept whole"
+    from torch.utils.data import TensorDataset
+    from aeft.config import TrainConfig, build_model
+    from aeft.learner import Learner, StepLimitCB
+    toy = TensorDataset(torch.randn(16, 3, 32, 32), (torch.rand(16, 6) < 0.3).float())
+    cfg = TrainConfig.synthetic(epochs=2, warmup=2, image_size=32, width=4, batch_size=8)
+    Learner(build_model(cfg), toy, cfg, tmp_path, progress=False, cbs=[StepLimitCB(2)]).fit()   # epoch 0 of 2 steps, saved
+    first = torch.load(tmp_path/'last.pt', weights_only=False)
+    with _limited(os.path.getsize(tmp_path/'last.pt')//2), \
+         pytest.raises(OSError, match=f"^cannot write {tmp_path/'last.pt'}: the file would exceed the largest file size allowed in {tmp_path} "):
+        Learner(build_model(cfg), toy, cfg, tmp_path, progress=False).fit(resume=True)
+    assert torch.load(tmp_path/'last.pt', weights_only=False)['epoch'] == first['epoch'] == 1
+    assert not list(tmp_path.glob('.*.tmp'))
+
+def test_every_numeric_option_is_bounded():
+    "Each numeric option of every stage command has its interval in aeft.cli.BOUNDS (a tuple of names is the only exception)"
+    import typing
+    from aeft.cli import BOUNDS
+    from aeft.pipeline import all_options
+    numeric = {k for opts in all_options().values() for k, o in opts.items() if o.tp in (int, float, tuple) or typing.get_origin(o.tp) is tuple}
+    assert numeric - set(BOUNDS) == {'frozen'} and set(BOUNDS) <= numeric
+
+@pytest.mark.parametrize('command, args, line', [
+    ('aeft_predict', ['--images_per_batch', '0'], "aeft_predict: --images_per_batch must be >= 1, got 0"),
+    ('aeft_predict', ['--scales', '1.0,-1'], "aeft_predict: --scales must be values > 0 each, got 1.0,-1"),
+    ('aeft_pseudo', ['--radius', '0'], "aeft_pseudo: --radius must be >= 1, got 0"),
+    ('aeft_pseudo', ['--bg_power', '-1'], "aeft_pseudo: --bg_power must be > 0, got -1"),
+    ('aeft_segment', ['--iterations', '0'], "aeft_segment: --iterations must be >= 1, got 0"),
+    ('aeft_affinity', ['--lr', 'nan'], "aeft_affinity: --lr must be > 0, got nan"),
+    ('aeft_eval', ['--t_max', '1.5'], "aeft_eval: --t_max must be >= 0 and <= 1, got 1.5"),
+    ('aeft_crf', ['--alphas', '2,-1'], "aeft_crf: --alphas must be values >= 0 each, got 2,-1")])
+def test_numeric_options_checked_before_any_work(tmp_path, command, args, line):
+    "Refused on the command line, before anything is read or written"
+    import importlib
+    module = dict(aeft_eval='aeft.evaluate').get(command, f'aeft.{command[5:]}')
+    assert _exits(getattr(importlib.import_module(module), command), [*args, '--out', tmp_path/'out']) == line
+    assert not (tmp_path/'out').exists()
+
+def test_checkpoint_with_weights_that_are_not_finite(fixtures, tmp_path):
+    "A segmentation network whose weights hold NaN: refused naming the checkpoint, before any mask is written"
+    from aeft.predict import aeft_predict
+    _, k = _segmenter(tmp_path/'nan.pt', broken=True)
+    line = _exits(aeft_predict, [tmp_path/'nan.pt', '--root', fixtures['png'], '--out', tmp_path/'pred', '--scales', '1.0', '--progress', 'False'])
+    assert line.startswith(f"aeft_predict: checkpoint {tmp_path/'nan.pt'} holds weights that are not finite (NaN or inf) in 1 tensor ({k})")
+    assert not (tmp_path/'pred').exists()
+
+def test_an_empty_id_list_is_refused_by_every_stage(fixtures, tmp_path):
+    "aeft_eval, aeft_crf and aeft_pseudo read the --ids file through DataOptions.listed_ids: an empty one is refused before any work"
+    from aeft.evaluate import aeft_eval
+    from aeft.crf import aeft_crf
+    from aeft.pseudo import aeft_pseudo
+    (tmp_path/'ids.txt').write_text('\n'); (tmp_path/'seeds').mkdir()
+    want = f"--ids {tmp_path/'ids.txt'} lists no image ids; expected one id per line"
+    common = ['--root', fixtures['png'], '--ids', tmp_path/'ids.txt', '--out', tmp_path/'out', '--progress', 'False']
+    assert _exits(aeft_eval, [tmp_path/'seeds', *common]) == f"aeft_eval: {want}"
+    assert _exits(aeft_crf, [tmp_path/'seeds', *common]) == f"aeft_crf: {want}"
+    assert _exits(aeft_pseudo, [tmp_path/'seeds', _affinity(tmp_path/'aff.pt'), *common]) == f"aeft_pseudo: {want}"
+    assert not (tmp_path/'out').exists()
+
+def _masks(fixtures, folder, relabel=None):
+    "The fixture's ground-truth masks of train_aug copied into `folder` as pseudo masks (`relabel`: a function of each mask)"
+    voc = voc_root(fixtures['png']); folder.mkdir()
+    for sub in ('SegmentationClass', 'SegmentationClassAug'):
+        for p in (voc/sub).glob('*.png'): save_mask(relabel(read_mask(p)) if relabel else read_mask(p), folder/p.name)
+    return folder
+
+def test_resume_on_other_training_data_is_refused(fixtures, tmp_path):
+    "aeft_segment records the masks it trains on in last.pt; --resume with another folder of masks is refused naming it"
+    from aeft.segment import aeft_segment
+    a = _masks(fixtures, tmp_path/'a'); b = _masks(fixtures, tmp_path/'b', lambda m: np.where(m == 255, 255, 0).astype(np.uint8))
+    run = lambda m: aeft_segment([str(m), '--root', str(fixtures['png']), '--backbone', 'tiny', '--width', '4', '--crop_size', '32', '--batch_size', '8',
+                                  '--iterations', '2', '--device', 'cpu', '--out', str(tmp_path/'run'), '--resume', 'True', '--progress', 'False'])
+    run(a)
+    assert torch.load(tmp_path/'run'/'last.pt', weights_only=False)['trained_on']['masks'] == str(a.resolve())
+    with pytest.raises(SystemExit, match=f"aeft_segment: {tmp_path/'run'/'last.pt'} was trained on other inputs: masks {a.resolve()}, not {b.resolve()}; "):
+        run(b)
+
+def test_predict_refuses_an_out_inside_the_test_download(tmp_path):
+    "--split test reads VOC's test download, which has no ground truth: an --out inside it is refused as for every other split"
+    from aeft.predict import aeft_predict
+    voc = tmp_path/'VOC2012test'/'VOCdevkit'/'VOC2012'; (voc/'JPEGImages').mkdir(parents=True); (voc/'ImageSets'/'Segmentation').mkdir(parents=True)
+    Image.new('RGB', (20, 16)).save(voc/'JPEGImages'/'2008_000001.jpg'); (voc/'ImageSets'/'Segmentation'/'test.txt').write_text('2008_000001\n')
+    ck, _ = _segmenter(tmp_path/'seg.pt')
+    line = _exits(aeft_predict, [ck, '--root', tmp_path/'VOC2012test', '--split', 'test', '--out', voc/'pred', '--scales', '1.0', '--progress', 'False'])
+    assert line == f"aeft_predict: --out {voc/'pred'} is inside the data folder {tmp_path/'VOC2012test'}; write the outputs elsewhere"
+    assert not (voc/'pred').exists()
+
+def test_a_mask_of_a_turned_photo_suggests_the_rotation(fixtures, tmp_path):
+    "A photo stored sideways with an EXIF orientation, its mask drawn on the view: the size error says so, with sizes as width×height"
+    m = read_mask(voc_root(fixtures['png'])/'SegmentationClass'/f'{ID}.png'); h, w = m.shape
+    ex = Image.Exif(); ex[0x0112] = 6
+    Image.new('RGB', (h, w)).save(tmp_path/'photo.jpg', exif=ex)                   # its pixels w×h turned: h wide, w high
+    save_mask(m, tmp_path/'photo.png')
+    with pytest.raises(ValueError, match=rf"mask {tmp_path/'photo.png'} is {w}×{h} but its image {tmp_path/'photo.jpg'} is {h}×{w}; .*EXIF orientation 6, turned by 90°"):
+        read_mask(tmp_path/'photo.png', tmp_path/'photo.jpg')
+
+def test_coco_ground_truth_is_keyed_by_content_and_made_for_the_ids_asked(coco_data, tmp_path, cache):
+    "aeft_eval --data coco --ids with 2 images makes those 2 masks only; the same data copied again (new file times) finds them valid"
+    from aeft.coco import coco_index, coco_split, mask_folder
+    from aeft.evaluate import aeft_eval
+    src, _ = coco_data; root = Path(shutil.copytree(src, tmp_path/'coco')); (tmp_path/'seeds').mkdir()
+    idx, ids = coco_index(root, 'train', progress=False), coco_split(root, 'train', verbose=False)[:2]
+    for id in ids: save_seeds({0: np.zeros((idx[id]['height'], idx[id]['width']), np.float32)}, tmp_path/'seeds'/f'{id}.npy')
+    (tmp_path/'ids.txt').write_text('\n'.join(ids) + '\n')
+    ev = lambda out: aeft_eval([str(tmp_path/'seeds'), '--data', 'coco', '--root', str(root), '--ids', str(tmp_path/'ids.txt'), '--out', str(out), '--progress', 'False'])
+    first = ev(tmp_path/'e1')
+    assert sorted(p.stem for p in mask_folder(root, 'train').glob('*.png')) == ids
+    shutil.rmtree(root); shutil.copytree(src, root, copy_function=shutil.copyfile)          # the same bytes, new times
+    assert ev(tmp_path/'e2')['miou'] == first['miou']

@@ -80,7 +80,7 @@ def test_errors(setup, tmp_path):
         return str(e.value)
     assert 'exactly one of' in message('--root', root)
     assert message('--layout', 'pickle') == "aeft_cam: --layout must be one of psa, irn, npz, got 'pickle'"
-    assert message('--scales', '1,0', '--root', root, '--ckpt', t/'last.pt') == "aeft_cam: --scales must be one or more positive scales, got '1,0'"
+    assert message('--scales', '1,0', '--root', root, '--ckpt', t/'last.pt') == "aeft_cam: --scales must be values > 0 each, got 1,0"
     assert message('--split', 'test', '--root', root, '--ckpt', t/'last.pt').startswith("aeft_cam: split 'test' must be one of")
     assert not (tmp_path/'o').exists()                                # refused before anything was written
     bad = tmp_path/'imgs'; bad.mkdir(); (bad/'broken.jpg').write_bytes(b'\xff\xd8 not really')

@@ -98,19 +98,21 @@ def test_errors(coco, tmp_path):
     with pytest.raises(FileNotFoundError, match=f"image '{ID(4)}' listed in .*instances_train2014.json has no file .*{ID(4)}.jpg"): COCODataset(broken, 'train')
     f = broken/'annotations'/'instances_train2014.json'
     d = json.loads(f.read_text()); d['annotations'][1]['category_id'] = 91; f.write_text(json.dumps(d, indent=0))   # a category outside the 80
-    with pytest.raises(ValueError, match="has annotation 2 of image 1 with category_id 91; expected one of COCO's 80 object categories"):
-        coco_index(broken, 'train', progress=False)
+    with pytest.raises(ValueError, match="1 malformed annotation found \\(annotation 2 of image 1 with category_id 91; expected one of COCO.s 80 object categories"):
+        coco_index(broken, 'train', progress=False, strict=True)
+    with pytest.warns(UserWarning, match="1 malformed annotation skipped \\(annotation 2 of image 1 with category_id 91"):
+        assert coco_index(broken, 'train', progress=False)[ID(1)]['annotations'] == 2   # skipped without --strict
     assert 'COCO root not found' in message('--root', tmp_path/'nowhere')
     assert message('--root', broken, '--split', 'val').startswith(f"aeft_cam: annotation file not found: {broken/'annotations'/'instances_val2014.json'}")
-    r = run('aeft_eval', tmp_path, '--data', 'coco', '--coco_root', broken, '--out', tmp_path/'e', '--progress', 'False')   # through a command, by the old spelling of --root
+    r = run('aeft_eval', tmp_path, '--data', 'coco', '--coco_root', broken, '--out', tmp_path/'e', '--progress', 'False', '--strict')   # through a command, by the old spelling of --root
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 1 and lines[0] == 'aeft_eval: --coco_root is now --root' and lines[-1].startswith('aeft_eval: annotation file ') and 'category_id 91' in lines[-1]
     with pytest.raises(SystemExit, match="aeft_eval: --data must be one of voc, coco, shapes, folder, cocofile, got 'city'"): aeft_eval([str(tmp_path), '--data', 'city'])
     with pytest.raises(SystemExit, match="aeft_eval: --data must be 'voc', 'coco', 'folder' or 'cocofile', got 'shapes'"): aeft_eval([str(tmp_path), '--data', 'shapes'])
     d['annotations'][1]['category_id'] = 18; d['annotations'][0]['segmentation'] = [[1, 1, 5, 5, 3, float('nan')]]   # a polygon pycocotools would crash on
     f.write_text(json.dumps(d))
-    r = run('aeft_cam', '--data', 'coco', '--root', broken, '--ckpt', tmp_path/'coco.pt', '--out', tmp_path/'s', '--progress', 'False')
-    assert r.returncode == 1 and r.stderr.startswith(f'aeft_cam: annotation file {f} has annotation 1 of image 1 with a polygon whose point (3, nan) is not finite')
+    r = run('aeft_cam', '--data', 'coco', '--root', broken, '--ckpt', tmp_path/'coco.pt', '--out', tmp_path/'s', '--progress', 'False', '--strict')
+    assert r.returncode == 1 and r.stderr.startswith(f'aeft_cam: annotation file {f}: 1 malformed annotation found (annotation 1 of image 1 with a polygon whose point (3, nan) is not finite')
     assert message('--root', f).startswith(f'aeft_cam: COCO root {f} is a file, not a folder')
     r = run('aeft_train', '--data', 'coco', '--root', coco, '--out', coco/'runs', '--backbone', 'tiny', '--width', '4', '--device', 'cpu', '--progress', 'False')
     assert (r.returncode, r.stderr.strip().splitlines()[-1]) == (1, f"aeft_train: --out {coco/'runs'} is inside the data folder {coco}; write the outputs elsewhere")

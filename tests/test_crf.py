@@ -181,8 +181,8 @@ def test_errors(fixture, tmp_path):
     assert not (voc_root(root)/'crf').exists() and not (seeds/'crf').exists()
     # seeds of another size than their image, bad arguments
     small = tmp_path/'small'; shutil.copytree(seeds, small); save_seeds({0: np.zeros((3, 4), np.float32)}, small/f'{ids[0]}.npy')
-    assert f"seed file {small/(ids[0] + '.npy')} holds maps of shape (3, 4) but image" in message(small, out=str(tmp_path/'s'), processes=2)
-    assert '--alphas must be non-negative integers' in message(alphas='-1')
+    assert f"seed file {small/(ids[0] + '.npy')} holds maps of 4×3 but image" in message(small, out=str(tmp_path/'s'), processes=2)
+    assert '--alphas must be values >= 0 each, got -1' in message(alphas='-1')
     assert "--alphas must be values separated by commas, e.g. 2,4,8, got 'low'" in message(alphas='low')
     assert "--alphas must be non-negative integers separated by commas, got '2,2.5'" in message(alphas='2,2.5')
     assert "--crf_iters must be at least 1, got 0" in message(crf_iters=0)

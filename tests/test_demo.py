@@ -40,4 +40,4 @@ def test_bad_options_stop_with_the_field_named(tmp_path):
         with pytest.raises(SystemExit, match=re.escape(msg)): f(out=str(tmp_path), **kw)
     assert not list(tmp_path.iterdir())                    # nothing written
     r = subprocess.run([str(BIN/'aeft_train'), '--out', str(tmp_path), '--lr', '-1'], capture_output=True, text=True, env=ENV)
-    assert r.returncode == 1 and 'aeft_train: TrainConfig.lr must be positive, got -1.0' in r.stderr
+    assert r.returncode == 1 and 'aeft_train: --lr must be > 0, got -1.0' in r.stderr

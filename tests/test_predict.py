@@ -203,7 +203,7 @@ def test_errors(setup, tmp_path):
     assert f"checkpoint {tmp_path/'none.pt'} does not exist" in message(tmp_path/'none.pt', *base)
     assert message(ckpt, *base, '--fuse', 'mean') == "aeft_predict: --fuse must be one of logits, probs, max, got 'mean'"
     assert message(ckpt, *base, '--scales', '1,x') == "aeft_predict: --scales must be values separated by commas, e.g. 2,4,8, got '1,x'"
-    assert message(ckpt, *base, '--scales', '0') == "aeft_predict: --scales must be one or more positive scales, got '0'"
+    assert message(ckpt, *base, '--scales', '0') == "aeft_predict: --scales must be values > 0 each, got 0"
     assert message(ckpt, *base, '--crf_settings', 'dense') == "aeft_predict: --crf_settings must be one of released, deeplab, seam, got 'dense'"
     assert message(ckpt, *base, '--split', 'test', '--comp', 'comp3') == "aeft_predict: --comp must be one of comp5, comp6, got 'comp3'"
     assert "`comp` must be one of ('comp5', 'comp6')" in str(pytest.raises(ValueError, PredictStage(ckpt=str(ckpt), root=str(root), split='test', comp='comp3').run).value)

@@ -191,7 +191,7 @@ def test_errors(chain, tmp_path):
     save_seeds({25: np.zeros(shape, np.float32)}, big/f'{ids[0]}.npy')
     assert f"seed file {big/(ids[0] + '.npy')} has class keys [25]; expected class indices 0..19" in message(big, out=str(tmp_path/'b'))
     small = tmp_path/'small'; shutil.copytree(seeds, small); save_seeds({0: np.zeros((3, 4), np.float32)}, small/f'{ids[0]}.npy')
-    assert f"seed file {small/(ids[0] + '.npy')} holds maps of shape (3, 4) but its image is" in message(small, out=str(tmp_path/'s'))
+    assert f"seed file {small/(ids[0] + '.npy')} holds maps of 4×3 but its image is" in message(small, out=str(tmp_path/'s'))
     run_crf(seeds, root, tmp_path/'crf', ids[:1], alphas=(2,), t=1, progress=False)
     assert f"{tmp_path/'crf'/'02'} holds a manifest.json: it is the output of a later stage" in message(tmp_path/'crf'/'02', out=str(tmp_path/'c'))
     # an AffinityNet checkpoint that cannot be read, or a classifier's

@@ -102,7 +102,7 @@ def test_errors(fixture, tmp_path):
     # options and init
     assert "`opts` item 'colour=red' is not name=value" in message(str(masks), opts='colour=red', **kw)
     assert 'SegmentConfig.backbone must be one of' in message(str(masks), backbone='vgg16', **kw)
-    assert message(str(masks), train_scales='0,1', **kw) == 'aeft_segment: SegmentConfig.scales must be positive factors, got (0, 1)'
+    assert message(str(masks), train_scales='0,1', **kw) == 'aeft_segment: --train_scales must be values > 0 each, got 0,1'
     assert "`init` 'w.pth': the tiny backbone has no pretrained weights" in message(str(masks), init='w.pth', **kw)
     assert f"checkpoint file '{tmp_path/'w.pth'}' does not exist" in message(str(masks), backbone='resnet38d', init=str(tmp_path/'w.pth'),
                                                                             **{**kw, 'out': str(tmp_path/'o2')})
