@@ -81,7 +81,7 @@ BOUNDS = dict(    # option: the interval its values lie in (for a tuple, each va
     margin=_NONNEG, min_triplets=_NONNEG, lambda_attract=_NONNEG, lambda_repel=_NONNEG, lambda_erased=_NONNEG, t_l=_FRACTION, t_h=_FRACTION,
     scales='(0, inf)', train_scales='(0, inf)', msc='(0, inf)', t_min=_FRACTION, t_max=_FRACTION, t_step='(0, 1]',
     alphas=_NONNEG, low_alpha=_NONNEG, high_alpha=_NONNEG, crf_iters=_NONNEG,
-    beta='(0, inf)', logt=_NONNEG, bg_power='(0, inf)', radius=_POS)
+    beta='(0, inf)', logt=_NONNEG, bg_power='(0, inf)', radius=_POS, max_memory='(0, inf)', select_start=_NONNEG, select_every=_POS)
 
 def _interval(bound):
     "(low, high, low open, high open) of an interval written '[a, b)', '(0, inf)', ..."
