@@ -119,7 +119,7 @@ def inputs(data, split, root=None, **paths):
     return out
 
 def differing_inputs(old, new):
-    "The sorted inputs in which the `inputs` records `old` and `new` differ: an input whose `_sha256` both hold is compared by it, not by its path; `root` is not compared"
+    "The sorted inputs in which the `inputs` records `old` and `new` differ: an input whose manifest hash (`<name>_sha256`) both hold is compared by it, not by its path; `root` is not compared"
     hashed = {k[:-7] for k in set(old) & set(new) if k.endswith('_sha256') and old[k] and new[k]}
     base = lambda k: k[:-7] if k.endswith('_sha256') else k
     return sorted({base(k) for k in differing(old, new) if k != 'root' and not (k in hashed)})

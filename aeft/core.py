@@ -68,7 +68,7 @@ def _stale(path, now):
     return age > STALE or (host == _host() and pid.isdigit() and not pid_alive(int(pid)))
 
 def clean_stale(folder):
-    "Remove the temporary files of writes in `folder` that are stale (`_stale`); returns their number"
+    "Remove the temporary files of writes in `folder` that are stale: named after a process of this host that has ended, or older than `STALE` seconds; returns their number"
     now, gone = time.time(), 0
     for f in Path(folder).glob('.*.tmp'):
         if not _stale(f, now): continue
