@@ -115,14 +115,16 @@ def _check_annotation(a, sizes, path):
     what = f"has annotation {a.get('id')!r} of image {a.get('image_id')!r}"
     if a.get('category_id') not in CLASS_OF: raise _refuse(path, f"{what} with category_id {a.get('category_id')!r}; {_IDS}")
     if a.get('image_id') not in sizes: raise _refuse(path, f"{what}, an image its 'images' list does not hold")
-    s = a.get('segmentation')
+    _check_segmentation(a.get('segmentation'), sizes[a['image_id']], lambda msg: _refuse(path, f"{what} {msg}"))
+
+def _check_segmentation(s, size, refuse):
+    "Refuse (`refuse(msg)` makes the error) the segmentation `s` of an annotation of an image of `size` ([h, w]) unless it is an RLE of that size or a list of polygons of at least 3 points within the image"
     if isinstance(s, dict) and 'counts' in s and 'size' in s:
-        if list(s['size']) != sizes[a['image_id']]:
-            raise _refuse(path, f"{what} whose RLE is {size_text(*s['size'][:2])} but its image is {size_text(*sizes[a['image_id']])}")
+        if list(s['size']) != list(size): raise refuse(f"whose RLE is {size_text(*s['size'][:2])} but its image is {size_text(*size)}")
     elif not (isinstance(s, list) and s and all(isinstance(p, list) and len(p) >= 6 for p in s)):
-        raise _refuse(path, f"{what} without a segmentation (a list of polygons of at least 3 points, or an RLE with 'counts' and 'size')")
+        raise refuse("without a segmentation (a list of polygons of at least 3 points, or an RLE with 'counts' and 'size')")
     else:
-        for p in s: _check_polygon(p, *sizes[a['image_id']], lambda msg: _refuse(path, f"{what} with a polygon {msg}"))
+        for p in s: _check_polygon(p, *size, lambda msg: refuse(f"with a polygon {msg}"))
 
 def _check_polygon(p, h, w, refuse):
     "Refuse polygon `p` ([x0, y0, x1, y1, ...]) of an `h`×`w` image unless its coordinates are finite numbers within the image widened by its size on each side"
@@ -155,13 +157,13 @@ def skipped_text(path, skipped):
             f"{'; …' if len(skipped) > SHOWN else ''}); --strict refuses the file instead")
 
 # %% ../nbs/11_coco.ipynb #145cdba9
-def semantic_mask(coco, image_id, class_of=None):
-    "The (h, w) uint8 mask of image `image_id` of `coco`: 0 background, 1 + class index (`class_of`: {category id: index}, default COCO's `CLASS_OF`) where a non-crowd instance is, later instances over earlier ones (ReCAM's `mscoco/annToMask.py`)"
+def semantic_mask(coco, image_id, class_of=None, crowd=False):
+    "The (h, w) uint8 mask of image `image_id` of `coco`: 0 background, 1 + class index (`class_of`: {category id: index}, default COCO's `CLASS_OF`) where a non-crowd instance is (`crowd`: crowd ones too, as CVAT marks every RLE mask), later instances over earlier ones (ReCAM's `mscoco/annToMask.py`)"
     class_of = class_of or CLASS_OF
     im = coco.imgs[image_id]
     m = np.zeros((im['height'], im['width']), np.uint8)
     for a in coco.imgToAnns.get(image_id, []):
-        if not a.get('iscrowd'): m[coco.annToMask(a) == 1] = class_of[a['category_id']] + 1
+        if crowd or not a.get('iscrowd'): m[coco.annToMask(a) == 1] = class_of[a['category_id']] + 1
     return m
 
 def labels_of(coco, image_id, class_of=None):

@@ -19,10 +19,10 @@ from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from .core import setting, voc_palette
-from .voc import VOC_CLASSES, voc_root, voc_splits, find_sbd, load_mask, read_ids, image_labels, load_image, normalize, atomic_tree
+from .voc import VOC_CLASSES, voc_root, voc_splits, find_sbd, load_mask, read_ids, read_utf8, image_labels, load_image, normalize, atomic_tree
 from pycocotools import mask as mask_utils
 from .artefacts import IGNORE
-from .coco import COCO_NAMES, COCO_SPLITS, MASK_CONVENTION, coco_root, coco_index, coco_split, coco_ground_truth, image_folder, semantic_mask, labels_of
+from .coco import COCO_NAMES, COCO_SPLITS, MASK_CONVENTION, SHOWN, coco_root, coco_index, coco_split, coco_ground_truth, image_folder, semantic_mask, labels_of, skipped_text, _check_segmentation
 
 # %% ../nbs/11a_data.ipynb #db005bcf
 def _split_ids(root, split, sbd):
@@ -92,8 +92,8 @@ def data_folder(data='voc', root=None):
     return setting('coco_root' if data == 'coco' else 'voc_root', root)
 
 def ground_truth(data='voc', root=None, sbd=None, coco_root=None, progress=True, strict=False):
-    "The `GroundTruth` of `data`: 'voc' (VOC2012 under `root`; SBD's folder `sbd` for train_aug), 'coco' (COCO 2014 under `root`; `strict`: refused if an annotation is malformed), 'folder' (`folder_truth`) or 'cocofile' (`cocofile_truth`); VOC's and COCO's folders default to their `AEFT_*` variables"
-    if data in ('folder', 'cocofile'): return (folder_truth if data == 'folder' else cocofile_truth)(root)
+    "The `GroundTruth` of `data`: 'voc' (VOC2012 under `root`; SBD's folder `sbd` for train_aug), 'coco' (COCO 2014 under `root`; `strict`: refused if an annotation is malformed), 'folder' (`folder_truth`) or 'cocofile' (`cocofile_truth`; `strict` as for COCO); VOC's and COCO's folders default to their `AEFT_*` variables"
+    if data in ('folder', 'cocofile'): return folder_truth(root) if data == 'folder' else cocofile_truth(root, strict)
     if data not in ('voc', 'coco'):
         raise ValueError(f"--data must be 'voc', 'coco', 'folder' or 'cocofile', got {data!r}" + (" (the synthetic shapes: aeft_run synthetic writes a VOC-format copy for the later stages)" if data == 'shapes' else ''))
     if data == 'voc':
@@ -138,7 +138,7 @@ FOLDER_LAYOUT = """expected layout of a folder dataset (--data folder):
   <root>/classes.txt     one class name per line: line k is label k (0 is the background, not listed)
   <root>/images/<id>.jpg (or .jpeg, .png)
   <root>/labels.csv      header id,split,labels; labels: class names separated by |, empty for background only
-  <root>/masks/<id>.png  optional, for scoring only: 0 background, k class k, 255 ignored"""
+  <root>/masks/<id>.png  optional, for scoring only: 0 background, k class k, 255 ignored (any case of .png; a 1-bit PNG reads as 0/1: white is class 1)"""
 COCOFILE_LAYOUT = """expected layout of a COCO-format export (--data cocofile), as CVAT and Label Studio write it:
   <root>/<name>.json or <root>/annotations/<name>.json   the one annotation file: images, annotations, categories
   <root>/images/<file_name> or <root>/<file_name>        each image it lists"""
@@ -160,7 +160,7 @@ def _own_root(data, root):
 def read_classes(path):
     "The class names listed in `path` (classes.txt: line k is class k, the background not listed); ValueError naming the file and the line of a blank, repeated or reserved name"
     path, seen = _found(path, 'class list', FOLDER_LAYOUT), {}
-    for n, line in enumerate(path.read_text(encoding='utf-8').splitlines(), 1):
+    for n, line in enumerate(read_utf8(path).splitlines(), 1):
         name = line.strip()
         if not name: raise ValueError(f"{path} line {n} is blank; expected one class name per line, without blank lines (line k is label k)")
         if name in seen: raise ValueError(f"{path} line {n} repeats the class {name!r} of line {seen[name]}; expected each class once")
@@ -173,7 +173,7 @@ def read_classes(path):
 def read_labels(path, names):
     "({id: (split, sorted class indices)}, {id: line}) of `labels.csv` (header id,split,labels; labels: names of `names` separated by '|'); ValueError naming the file and line"
     path, index, out, lines = _found(path, 'label file', FOLDER_LAYOUT), {n: k for k, n in enumerate(names)}, {}, {}
-    with open(path, newline='', encoding='utf-8') as f:
+    with io.StringIO(read_utf8(path), newline='') as f:
         rows = csv.reader(f)
         head = next(rows, [])
         if [c.strip() for c in head] != ['id', 'split', 'labels']: raise ValueError(f"{path} line 1 is {','.join(head)!r}; expected the header id,split,labels")
@@ -196,17 +196,21 @@ def _image_size(path, where):
         with Image.open(path) as im: return im.size
     except Exception as e: raise ValueError(f"cannot read image {path} ({where}): {e}") from e
 
-def read_own_mask(path, num_classes, size, where):
-    "The uint8 (h, w) mask PNG `path` (single-channel or palette: 0 background, k class k, 255 ignored), checked to hold 0..`num_classes` and 255 and to be of `size` (w, h) as its image; `where` names what lists it"
+def read_own_mask(path, num_classes, size, where, labels=()):
+    "The uint8 (h, w) mask PNG `path` (single-channel or palette: 0 background, k class k, 255 ignored; 1-bit: 0 background, 1 class 1), checked to hold 0..`num_classes` and 255, some class pixel if the image has `labels` (a 0/255 binary mask is refused), and to be of `size` (w, h) as its image; `where` names what lists it"
     try:
         with Image.open(path) as im: fmt, mode, m = im.format, im.mode, np.array(im)
     except Exception as e: raise ValueError(f"cannot read mask {path} ({where}): {e}") from e
+    if mode == '1': mode, m = 'L', m.astype(np.uint8)   # a 1-bit PNG: black 0 (background), white 1 (class 1)
     if fmt != 'PNG' or mode not in ('L', 'P'):
         raise ValueError(f"mask {path} is a {fmt} image of mode {mode!r}; expected a single-channel or palette PNG of class indices")
     if m.shape != (size[1], size[0]):
         raise ValueError(f"mask {path} is {m.shape[1]}×{m.shape[0]} but its image is {size[0]}×{size[1]} ({where}); expected a mask of its image's size")
     if len(bad := np.unique(m[(m > num_classes) & (m != IGNORE)])):
         raise ValueError(f"mask {path} holds the values {bad[:6].tolist()}, above the {num_classes} classes ({where}); expected 0 (background), 1..{num_classes} or {IGNORE} (ignored)")
+    if len(labels) and 255 in m and not ((m > 0) & (m != IGNORE)).any():
+        raise ValueError(f"mask {path} holds only 0 and 255 but its image is labelled with a class ({where}); it looks like a 0/255 binary mask: "
+                         f"object pixels must hold the class index (1 for the first class), 255 marks ignored pixels")
     return m
 
 def _split_of(rows, source):
@@ -242,25 +246,37 @@ def folder_truth(root):
                                 + (f"; {len(missing) - 1} more listed images have none" if len(missing) > 1 else ''))
     sizes = {id: _image_size(files[id], at(id)) for id in rows}
     _warn_unseen(names, rows, root/'labels.csv')
+    masks = _mask_files(root/'masks', rows, at)
     def mask(id):
-        p, where = root/'masks'/f'{id}.png', at(id)
-        if not p.is_file(): raise FileNotFoundError(f"image {id!r} ({where}) has no mask {p}; masks are optional, but scoring needs them")
-        return read_own_mask(p, len(names), sizes[id], at(id))
+        if (p := masks.get(id)) is None: raise FileNotFoundError(f"image {id!r} ({at(id)}) has no mask {root/'masks'}/{id}.png; masks are optional, but scoring needs them")
+        return read_own_mask(p, len(names), sizes[id], at(id), rows[id][1])
     return GroundTruth(mask, _split_of(rows, root/'labels.csv'), ('background',) + names, f"masks in {root/'masks'}", lambda id: at(id) and files[id], root,
-                       lambda id: at(id) and rows[id][1], voc_palette(), lambda id: at(id) and (root/'masks'/f'{id}.png').is_file())
+                       lambda id: at(id) and rows[id][1], voc_palette(), lambda id: at(id) and id in masks)
+
+def _mask_files(folder, rows, at):
+    "{id: path} of the masks in `folder` (<id>.png, any case of the suffix) of the ids of `rows`; warns once with the count and the first names of the files there that are none of these"
+    found, unused = {}, []
+    for p in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if p.suffix.lower() != '.png' or p.stem not in rows: unused.append(p.name); continue
+        if p.stem in found: raise ValueError(f"image {p.stem!r} ({at(p.stem)}) has two masks, {found[p.stem].name} and {p.name}, in {folder}; keep one")
+        found[p.stem] = p
+    if unused: warnings.warn(f"{folder}: {len(unused)} file{'s'*(len(unused) > 1)} not used, neither a PNG nor named after an id of labels.csv "
+                             f"({', '.join(unused[:SHOWN])}{', …' if len(unused) > SHOWN else ''}); expected masks/<id>.png")
+    return found
 
 
 # %% ../nbs/11a_data.ipynb #4403cf63
 def coco_file(root):
-    "The COCO-format annotation file of the export folder `root`: its one .json file, else the one in `root/annotations` (CVAT's layout)"
+    "The COCO-format annotation file of the export folder `root`: its one .json file, else the one in `root/annotations` (CVAT's layout); of several, the one whose name starts with 'instances_' (CVAT's instances_default.json beside person_keypoints_default.json)"
     found = sorted(Path(root).glob('*.json')) or sorted((Path(root)/'annotations').glob('*.json'))
+    if len(found) > 1 and len(inst := [p for p in found if p.name.startswith('instances_')]) == 1: return inst[0]
     if len(found) != 1:
         raise FileNotFoundError(f"{root} holds {'no' if not found else len(found)} .json files{' (' + ', '.join(p.name for p in found) + ')' if found else ''}; "
                                 f"expected one annotation file\n{COCOFILE_LAYOUT}")
     return found[0]
 
-def _check_export(d, path):
-    "Refuse the parsed COCO-format file `d` (of `path`) unless its categories have distinct ids and names and every annotation names a listed image and category"
+def _check_export(d, path, strict=True):
+    "Refuse the parsed COCO-format file `d` (of `path`) unless its categories have distinct ids and names and every annotation names a listed image and category; an annotation whose segmentation is malformed (`aeft.coco`'s rule) refused if `strict`, else dropped from `d`: returns the problems of those dropped"
     bad = lambda msg: ValueError(f"annotation file {path} {msg}")
     if not isinstance(d, dict) or any(not isinstance(d.get(k), list) for k in ('images', 'annotations', 'categories')):
         raise bad("has no 'images', 'annotations' and 'categories' lists; expected a COCO-format file")
@@ -277,21 +293,27 @@ def _check_export(d, path):
     for im in d['images']:
         if not (isinstance(im, dict) and {'id', 'file_name', 'height', 'width'} <= set(im)):
             raise bad(f"lists an image without id, file_name, height and width: {json.dumps(im)[:80]}")
-        sizes[im['id']] = (im['height'], im['width'])
+        sizes[im['id']] = [im['height'], im['width']]
+    kept, dropped = [], []
     for a in d['annotations']:
         what = f"has annotation {a.get('id')!r} of image {a.get('image_id')!r}"
         if a.get('category_id') not in ids: raise bad(f"{what} with category {a.get('category_id')!r}, which it does not list (categories: {', '.join(map(str, ids))})")
         if a.get('image_id') not in sizes: raise bad(f"{what}, an image its 'images' list does not hold")
-        s = a.get('segmentation')
-        if isinstance(s, dict) and list(s.get('size', ())) != list(sizes[a['image_id']]):
-            raise bad(f"{what} whose RLE size is {s.get('size')} but its image is {sizes[a['image_id']][0]}×{sizes[a['image_id']][1]}")
+        try:
+            if a.get('segmentation'): _check_segmentation(a['segmentation'], sizes[a['image_id']], lambda msg: bad(f"{what} {msg}"))   # none: a box only
+        except ValueError as e:
+            if strict: raise
+            dropped.append(str(e).removeprefix(f"annotation file {path} has "))
+        else: kept.append(a)
+    d['annotations'] = kept
+    return dropped
 
-def cocofile_truth(root):
-    "The `GroundTruth` of a COCO-format export `root` (`COCOFILE_LAYOUT`): its own categories (class k: the k-th in ascending id), image labels from the annotations, masks from their polygons and RLE (`aeft.coco.semantic_mask`) for the images whose every annotation has one; every image in split 'train'"
+def cocofile_truth(root, strict=False):
+    "The `GroundTruth` of a COCO-format export `root` (`COCOFILE_LAYOUT`): its own categories (class k: the k-th in ascending id), image labels from the annotations, masks from their polygons and RLE (`aeft.coco.semantic_mask`, crowd annotations drawn too: CVAT marks every RLE mask crowd) for the images whose every annotation has one; every image in split 'train'; an annotation with a malformed segmentation skipped with a warning, refused if `strict`"
     root = _own_root('cocofile', root); path = coco_file(root)
     try: d = json.loads(path.read_bytes())
     except ValueError as e: raise ValueError(f"annotation file {path} is not valid JSON ({e}); expected a COCO-format file") from e
-    _check_export(d, path)
+    if skipped := _check_export(d, path, strict): warnings.warn(skipped_text(path, skipped))
     cats = sorted(d['categories'], key=lambda c: c['id'])
     class_of, names = {c['id']: k for k, c in enumerate(cats)}, tuple(c['name'] for c in cats)
     coco = COCO()
@@ -312,7 +334,7 @@ def cocofile_truth(root):
     segmented = lambda id: all(a.get('segmentation') for a in coco.imgToAnns.get(image_id(id), []))
     def mask(id):
         if not segmented(id): raise FileNotFoundError(f"image {id!r} of {path} has an annotation without a segmentation (a box only), so no mask to score")
-        return semantic_mask(coco, image_id(id), class_of)
+        return semantic_mask(coco, image_id(id), class_of, crowd=True)
     return GroundTruth(mask, _split_of(rows, path), ('background',) + names, f"polygons and RLE of {path}", lambda id: files[id] if image_id(id) is not None else None, root,
                        lambda id: rows[id][1] if image_id(id) is not None else None, voc_palette(), segmented)
 

@@ -157,3 +157,62 @@ def test_ids_not_in_the_data(tmp_path):
     with pytest.raises(SystemExit) as e:
         aeft_eval([str(tmp_path/'seeds'), '--data', 'cocofile', '--root', str(export), '--ids', str(tmp_path/'ids.txt'), '--progress', 'False', '--out', str(tmp_path/'e')])
     assert "image 'a' is not listed in" in str(e.value.code) and 'instances_default.json' in str(e.value.code)
+
+def _score(tmp_path, root, masks, data='folder', ids=None, extra=()):
+    "aeft_eval's mIoU of the prediction PNGs `masks` ({id: mask}) against the data `root` (the ids of `masks`, or the file `ids`)"
+    from aeft.artefacts import save_mask
+    pred = tmp_path/'pred'; pred.mkdir(exist_ok=True)
+    for id, m in masks.items(): save_mask(m, pred/f'{id}.png')
+    if ids is None: ids = tmp_path/'ids.txt'; ids.write_text(''.join(f'{id}\n' for id in masks))
+    return aeft_eval(['--masks', str(pred), '--data', data, '--root', str(root), '--ids', str(ids), '--progress', 'False', '--out', str(tmp_path/'eval'), *extra])['miou']
+
+def _fails(tmp_path, root, masks, data='folder', ids=None, extra=(), one_line=True):
+    "The error aeft_eval exits with on the data `root`: one line unless it shows the expected layout"
+    with pytest.raises(SystemExit) as e: _score(tmp_path, root, masks, data, ids, extra)
+    err = str(e.value.code); assert err.startswith('aeft_eval: ') and ('\n' not in err or not one_line), err
+    return err
+
+def test_binary_masks_mask_suffix_and_unused_files(tmp_path):
+    "A 0/255 mask of a labelled image is refused naming the file; a 1-bit mask (saved as .PNG) reads as 0/1 and scores 1 against itself; other files in masks/ are named once"
+    m = np.zeros((6, 8), np.uint8); m[1:4, 2:6] = 1
+    root = _folder(tmp_path/'k2', masks={'a b': m*255})
+    err = _fails(tmp_path/'k2', root, {'a b': m})
+    assert str(root/'masks'/'a b.png') in err and 'looks like a 0/255 binary mask: object pixels must hold the class index (1 for the first class)' in err
+    root = _folder(tmp_path/'k1', classes='object\n', labels='id,split,labels\na b,train,object\nc,val,\n')
+    Image.fromarray(m.astype(bool)).save(root/'masks'/'a b.PNG')
+    Image.new('L', (8, 6)).save(root/'masks'/'x.jpg'); Image.new('L', (8, 6)).save(root/'masks'/'zz.png')
+    with pytest.warns(UserWarning, match=r"masks: 2 files not used, neither a PNG nor named after an id of labels.csv \(x.jpg, zz.png\)"):
+        assert _score(tmp_path/'k1', root, {'a b': m}) == 1
+    assert _score(tmp_path/'k1', root, {'a b': m*0}) < 1   # the class pixels of the 1-bit mask count
+
+def test_utf8_bom_and_other_encodings(tmp_path):
+    "classes.txt, labels.csv and --ids saved with a byte-order mark are read; Latin-1 and UTF-16 files are refused naming the file"
+    m = np.zeros((6, 8), np.uint8); m[1:4, 2:6] = 2
+    root = _folder(tmp_path, masks={'a b': m})
+    bom = lambda p, text, enc='utf-8-sig': p.write_bytes(text.encode(enc))
+    bom(root/'classes.txt', 'café\ndog\n'); bom(root/'labels.csv', 'id,split,labels\r\na b,train,dog\r\nc,val,\r\n'); bom(tmp_path/'ids.txt', 'a b\r\n')
+    assert _score(tmp_path, root, {'a b': m}, ids=tmp_path/'ids.txt') == 1
+    bom(tmp_path/'ids.txt', 'a b\n', 'latin-1'); bom(tmp_path/'l1.txt', 'é\n', 'latin-1')
+    assert f"{tmp_path/'l1.txt'} is not UTF-8 text (byte 0xe9 at position 0); save it as UTF-8" in _fails(tmp_path, root, {'a b': m}, ids=tmp_path/'l1.txt')
+    bom(root/'classes.txt', 'café\ndog\n', 'latin-1')
+    assert f"{root/'classes.txt'} is not UTF-8 text (byte 0xe9 at position 3); save it as UTF-8" in _fails(tmp_path, root, {'a b': m}, ids=tmp_path/'ids.txt')
+    bom(root/'classes.txt', 'cat\ndog\n'); bom(root/'labels.csv', 'id,split,labels\na b,train,dog\n', 'utf-16')
+    assert f"{root/'labels.csv'} is not UTF-8 text" in _fails(tmp_path, root, {'a b': m}, ids=tmp_path/'ids.txt')
+
+def test_cocofile_crowd_malformed_polygons_and_two_files(tmp_path):
+    "CVAT's export: RLE masks marked crowd are drawn, the keypoint file beside instances_default.json left aside, polygons of < 3 points skipped with a count or refused with --strict"
+    m = np.zeros((6, 8), np.uint8); m[1:4, 2:6] = 1
+    root = write_cocofile(tmp_path/'export', ('a',), [('x', Image.new('RGB', (8, 6)), m, None)])
+    ann = root/'annotations'/'instances_default.json'; d = json.loads(ann.read_text())
+    d['annotations'][0]['iscrowd'] = 1
+    ann.write_text(json.dumps(d)); (root/'annotations'/'person_keypoints_default.json').write_text(json.dumps(dict(d, annotations=[])))
+    assert _score(tmp_path, root, {'x': m}, 'cocofile') == 1
+    d['annotations'] += [dict(id=7, image_id=1, category_id=1, iscrowd=0, segmentation=[[1, 1, 3, 3]], bbox=[1, 1, 2, 2]),
+                         dict(id=8, image_id=1, category_id=1, iscrowd=0, segmentation=[[]], bbox=[1, 1, 2, 2])]
+    ann.write_text(json.dumps(d))
+    with pytest.warns(UserWarning, match=r"instances_default.json: 2 malformed annotations skipped \(annotation 7 of image 1 without a segmentation .*; annotation 8 of image 1"):
+        assert _score(tmp_path, root, {'x': m}, 'cocofile') == 1
+    err = _fails(tmp_path, root, {'x': m}, 'cocofile', extra=['--strict', 'True'])
+    assert f"annotation file {ann} has annotation 7 of image 1 without a segmentation (a list of polygons of at least 3 points" in err
+    (root/'annotations'/'instances_old.json').write_text('{}')
+    assert "holds 3 .json files (instances_default.json, instances_old.json, person_keypoints_default.json); expected one annotation file" in _fails(tmp_path, root, {'x': m}, 'cocofile', one_line=False)
