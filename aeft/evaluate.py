@@ -35,7 +35,7 @@ def scored_ids(truth, split):
     ids = truth.ids(split) if isinstance(split, str) else list(split)
     if truth.has_mask is None: return ids
     if ids and not (out := [i for i in ids if truth.has_mask(i)]):
-        raise ValueError(f"none of the {len(ids)} images of {split if isinstance(split, str) else 'the list'} has a mask in {truth.root} to score")
+        raise ValueError(f"none of the {len(ids)} images of {split if isinstance(split, str) else 'the list'} has a mask to score ({truth.source})")
     return out if ids else ids
 
 def _add(sweep, seeds, truth, id):
