@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['AFF_WIDTHS', 'AFF_DROPOUT', 'AFFINITY_BACKBONES', 'AFF_STRIDES', 'AFFINITY_MODEL_FIELDS', 'RELEASED_AFF_STEPS',
-           'SELECT_START', 'SELECT_EVERY', 'PSA_HEAD', 'aeft_affinity', 'displacements', 'radius_pairs', 'affinities',
-           'score_stack', 'confident_labels', 'pair_labels', 'levels_38d', 'levels_50', 'levels_tiny', 'AffinityNet',
-           'affinity_net', 'affinity_loss', 'released_share', 'AffinityConfig', 'build_affinity_model', 'affinity_step',
-           'init_affinity', 'checked_affinity_config', 'psa_affinity_model', 'affinity_checkpoint',
+           'SELECT_START', 'SELECT_EVERY', 'PSA_HEAD', 'affinity_checkpoint', 'aeft_affinity', 'displacements',
+           'radius_pairs', 'affinities', 'score_stack', 'confident_labels', 'pair_labels', 'levels_38d', 'levels_50',
+           'levels_tiny', 'AffinityNet', 'affinity_net', 'affinity_loss', 'released_share', 'AffinityConfig',
+           'build_affinity_model', 'affinity_step', 'init_affinity', 'checked_affinity_config', 'psa_affinity_model',
            'load_affinity_model', 'random_crop', 'AffinityDataset', 'train_affinity', 'walk_miou', 'WalkSelectCB',
            'best_walk', 'disc_pairs', 'pair_map', 'AffinityStage']
 
@@ -22,7 +22,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 from fastcore.basics import ifnone
 from .core import IMAGENET_STATS, check_outside, atomic_write, size_text, rotation_hint
-from .artefacts import check_same, seed_file, load_seeds, inputs
+from .artefacts import check_same, seed_file, load_seeds, inputs, run_checkpoint
 from .voc import IGNORE, load_image
 from .gpp import TinyBackbone
 from .backbones import ResNet38d, ResNet50, RELEASED_FROZEN
@@ -297,10 +297,7 @@ def psa_affinity_model(sd, source='the state dict'):
     model.load_state_dict(sd, strict=False)
     return model.eval(), cfg
 
-def affinity_checkpoint(path):
-    "The AffinityNet file `path` names: the file itself, or in an `aeft_affinity` output folder its `best.pt` (the step the walk chose) when there is one, else `last.pt`"
-    p = Path(path)
-    return p/('best.pt' if (p/'best.pt').is_file() else 'last.pt') if p.is_dir() else p
+affinity_checkpoint = run_checkpoint   # the AffinityNet file `path` names: an aeft_affinity run folder's best.pt (the step the walk chose), else its last.pt; every stage's --ckpt reads so
 
 def load_affinity_model(path, device='cpu', **asked):
     "(AffinityNet in eval mode, its `AffinityConfig`) from a `best.pt`/`last.pt` of `aeft_affinity` or PSA's released AffinityNet (`psa_affinity_model`), checked against the model fields `asked`"
@@ -462,6 +459,7 @@ def _source(ckpt, official, imagenet):
     if len(given) > 1: raise ValueError(f"give one of --ckpt, --official and --imagenet, got {[k for k, _ in given]}")
     if not given: return None
     k, v = given[0]
+    if k == 'ckpt': v = str(run_checkpoint(v, 'aeft_affinity'))   # a run folder: its best.pt, else its last.pt
     return k, (str(Path(v).resolve()) if os.path.exists(v) else v)
 
 @dataclass
@@ -469,7 +467,7 @@ class AffinityStage(DataOptions):
     "Train AffinityNet on the confident regions of two CRF outputs (train_aff.py of KAIST-vilab/AEFT)"
     out: str = 'runs/affinity'   # output folder: config.json, log.jsonl, last.pt, best.pt (when a step is chosen), curves.png
     crf: str = 'runs/crf'        # CRF root: aeft_crf's output, <crf>/<alpha:02d>/<id>.npy (crf/<alpha:02d> of the released infer.py)
-    ckpt: str = None             # checkpoint read: the classifier of aeft_train to start from (train_aff.py starts from the trained classifier)
+    ckpt: str = None             # checkpoint read: the classifier of aeft_train to start from, its last.pt or best.pt or its run folder (best.pt when an epoch was chosen, else last.pt) (train_aff.py starts from the trained classifier)
     official: str = None         # the released AEFT classifier checkpoint (ResNet-38d + GPP) to start from, instead of --ckpt
     imagenet: str = None         # ImageNet weights to start from instead (PSA's start): aeft_convert_mxnet's output (resnet38d), a torchvision file or weights name (resnet50)
     resume: bool = False         # continue OUT/last.pt if there is one

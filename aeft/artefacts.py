@@ -4,10 +4,11 @@
 
 # %% auto #0
 __all__ = ['MANIFEST', 'LOCK', 'LAYOUTS', 'SCORE_DTYPES', 'RANGE_SLACK', 'IGNORE', 'VOC_LABELS', 'KINDS', 'differing',
-           'check_same', 'read_manifest', 'claim_folder', 'create_once', 'lock_folder', 'inputs', 'differing_inputs',
-           'irn_strided', 'stored_scores', 'read_scores', 'seed_file', 'save_seeds', 'seed_layout', 'load_seeds',
-           'check_seed_classes', 'seed_stack', 'save_crf', 'load_label_scores', 'scores_to_mask', 'crf_folder',
-           'load_crf', 'save_mask', 'read_mask', 'load_mask', 'read_coco_mask', 'mask_file', 'read_prediction']
+           'check_same', 'read_manifest', 'claim_folder', 'create_once', 'lock_folder', 'run_checkpoint', 'inputs',
+           'differing_inputs', 'irn_strided', 'stored_scores', 'read_scores', 'seed_file', 'save_seeds', 'seed_layout',
+           'load_seeds', 'check_seed_classes', 'seed_stack', 'save_crf', 'load_label_scores', 'scores_to_mask',
+           'crf_folder', 'load_crf', 'save_mask', 'read_mask', 'load_mask', 'read_coco_mask', 'mask_file',
+           'read_prediction']
 
 # %% ../nbs/11b_artefacts.ipynb #8ce5e15d
 import json, os, socket, time, uuid
@@ -27,11 +28,13 @@ def differing(old, new):
     old, new = _json(old), _json(new)
     return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
 
-def check_same(old, new, what, where=None, fix=None):
-    "Refuse `new` settings where `old` ones hold: ValueError '`what` made with field=old, not field=new; … (`where`); `fix`' for each field of `differing`"
+def check_same(old, new, what, where=None, fix=None, names=None, defaults=None):
+    "Refuse `new` settings where `old` ones hold: ValueError '`what` made with field=old, not field=new; … (`where`); `fix`' for each field of `differing`, a field named as its option in `names` ({field: option}), an absent one read as its value in `defaults` ({field: value})"
+    defaults, names = defaults or {}, names or {}
+    old, new = ({**defaults, **d} for d in (old, new))
     if not (diff := differing(old, new)): return
     old, new = _json(old), _json(new)
-    raise ValueError(f"{what} made with {'; '.join(f'{k}={old.get(k)!r}, not {k}={new.get(k)!r}' for k in diff)}"
+    raise ValueError(f"{what} made with {'; '.join(f'{n}={old.get(k)!r}, not {n}={new.get(k)!r}' for k in diff for n in [names.get(k, k)])}"
                      + (f" ({where})" if where is not None else '') + (f"; {fix}" if fix else ''))
 
 def read_manifest(folder):
@@ -43,8 +46,8 @@ def read_manifest(folder):
     if not isinstance(m, dict): raise ValueError(f"{p} holds {type(m).__name__}, not the settings of a run (a JSON object)")
     return m
 
-def claim_folder(folder, settings, what, pattern='*.png'):
-    "Record `settings` (JSON-able) in `folder/manifest.json` once, atomically, by whichever of the processes sharing `folder` comes first (`create_once`), and return its path; ValueError if `folder` holds `what` made with other settings, or files matching `pattern` (not the hidden temporary file of a write) but no manifest"
+def claim_folder(folder, settings, what, pattern='*.png', names=None, defaults=None):
+    "Record `settings` (JSON-able) in `folder/manifest.json` once, atomically, by whichever of the processes sharing `folder` comes first (`create_once`), and return its path; ValueError if `folder` holds `what` made with other settings (`check_same` with `names`, `defaults`), or files matching `pattern` (not the hidden temporary file of a write) but no manifest"
     folder, settings, p = Path(folder), json.loads(json.dumps(settings)), Path(folder)/MANIFEST   # tuples become lists, as they read back
     if folder.is_dir(): clean_stale(folder)
     if (old := read_manifest(folder)) is None and folder.is_dir():
@@ -55,7 +58,7 @@ def claim_folder(folder, settings, what, pattern='*.png'):
         folder.mkdir(parents=True, exist_ok=True)
         if create_once(p, json.dumps(settings, indent=1).encode()): return p
         old = read_manifest(folder)                              # another process claimed the folder first: its settings must be these
-    check_same(old, settings, f"{folder} holds {what}", p, "choose another --out or delete that folder")
+    check_same(old, settings, f"{folder} holds {what}", p, "choose another --out or delete that folder", names, defaults)
     return p
 
 
@@ -106,6 +109,16 @@ def lock_folder(folder, command='a run'):
     try: yield lock
     finally:
         if _holder(lock) == me: lock.unlink(missing_ok=True)
+
+# %% ../nbs/11b_artefacts.ipynb #c4e1a7b3
+def run_checkpoint(path, command=None):
+    "The checkpoint file `path` names: a file as given (a missing one too: its reader says so), a training run's folder as its `best.pt` when there is one, else its `last.pt`; with `command`, print which file of a folder it reads"
+    p = Path(path)
+    if not p.is_dir(): return p
+    found = next((p/n for n in ('best.pt', 'last.pt') if (p/n).is_file()), None)
+    if found is None: raise FileNotFoundError(f"checkpoint folder {p} holds neither best.pt nor last.pt (what aeft_train, aeft_affinity and aeft_segment write)")
+    if command: print(f"{command}: --ckpt {p} reads {found}")
+    return found
 
 # %% ../nbs/11b_artefacts.ipynb #229ac3f2
 def inputs(data, split, root=None, **paths):

@@ -17,7 +17,7 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 from fastprogress.fastprogress import progress_bar
 from .core import atomic_write, check_outside, file_sha256, setting, IMAGENET_STATS, voc_palette, my_share, share_note, stage_device, Shard
-from .artefacts import claim_folder, LAYOUTS, irn_strided, seed_file, save_seeds, load_seeds, check_seed_classes, seed_stack   # their home is aeft.artefacts
+from .artefacts import claim_folder, LAYOUTS, irn_strided, seed_file, save_seeds, load_seeds, check_seed_classes, seed_stack, run_checkpoint   # their home is aeft.artefacts
 from .cli import command, parse_opts
 from .data import DataOptions, data_folder, OLD_DATA, OWN_DATA, TruthDataset, check_classes
 from .weights import load_official_checkpoint
@@ -182,7 +182,7 @@ def _scales(v):
 class CAMStage(DataOptions):
     "Multi-scale + flip seeds of a VOC or COCO split or an image folder, one seed file per image"
     out: str = 'runs/seeds'        # output folder: <id>.npy (or .npz) seeds, overlay/<id>.png and manifest.json (the settings of its seeds)
-    ckpt: str = None               # checkpoint read: the classifier written by aeft_train (last.pt or best.pt)
+    ckpt: str = None               # checkpoint read: the classifier written by aeft_train (last.pt or best.pt, or its run folder: best.pt when an epoch was chosen, else last.pt)
     official: str = None           # the released AEFT classifier checkpoint (ResNet-38d + GPP), loaded with load_official_checkpoint; instead of --ckpt
     model: str = ''                # model fields the checkpoint must hold: e.g. "order=coarse_to_fine bins=(2,4,8,16)"
     images: str = None             # a folder of unlabelled images instead of a split (their predicted classes)
@@ -216,14 +216,15 @@ class CAMStage(DataOptions):
         t0 = time.time()
         if self.layout not in LAYOUTS: raise ValueError(f"`layout` must be one of {tuple(LAYOUTS)}, got {self.layout!r}")
         dev = stage_device(self.device)
-        model, cfg = load_cam_model(self.ckpt, self.official, dev, **parse_opts(self.model, set(MODEL_FIELDS), 'model'))
+        ckpt = self.ckpt and run_checkpoint(self.ckpt, 'aeft_cam')
+        model, cfg = load_cam_model(ckpt, self.official, dev, **parse_opts(self.model, set(MODEL_FIELDS), 'model'))
         ds = self.dataset()
-        if self.data in OWN_DATA and not self.images: check_classes(cfg.classes, ds.truth, self.ckpt or self.official)
-        elif not self.images: check_data_model(cfg, self.ckpt or self.official, self.data, getattr(ds, 'labels', None))
+        if self.data in OWN_DATA and not self.images: check_classes(cfg.classes, ds.truth, ckpt or self.official)
+        elif not self.images: check_data_model(cfg, ckpt or self.official, self.data, getattr(ds, 'labels', None))
         check_outside(self.out, data=ds.path if self.images else (ds.voc if self.data == 'voc' else ds.root))
         sc = _scales(self.scales)
         classes = 'predicted' if self.predict or self.images else (self.labels if self.data == 'voc' else 'annotations')   # how each image's classes were chosen
-        claim_folder(self.out, dict(stage='seeds', checkpoint_sha256=file_sha256(self.ckpt or self.official), data='images' if self.images else self.data, classes=classes,
+        claim_folder(self.out, dict(stage='seeds', checkpoint_sha256=file_sha256(ckpt or self.official), data='images' if self.images else self.data, classes=classes,
                                     num_classes=cfg.num_classes, scales=list(sc), flip=self.flip, relu_first=self.relu_first, bf16=self.bf16, layout=self.layout,
                                     **({} if self.dtype == 'float32' else dict(dtype=self.dtype))),   # float32: the manifest as before
                      'seeds', pattern='*.np[yz]')

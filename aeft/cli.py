@@ -177,7 +177,7 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message): raise ValueError(f"{message} ({self.prog} --help lists the options)")
 
 def parser(cls, name, positional=(), old=None, doc=None):
-    "The `argparse` parser of the command `name` for config `cls` (see `command`); every value arrives as text; no abbreviated options"
+    "The `argparse` parser of the command `name` for config `cls` (see `command`); every value arrives as text; no abbreviated options; a field in `positional` is both a positional argument and a flag"
     p = _Parser(prog=name, description=doc or (cls.__doc__ or '').split('\n')[0], allow_abbrev=False)
     for o in options(cls).values():
         preset = ' with --data voc; the preset of --data decides' if hasattr(o.owner, 'from_options') else ''
@@ -185,8 +185,9 @@ def parser(cls, name, positional=(), old=None, doc=None):
         default = '' if o.default is None and 'default' in o.help else f"default {_show(o.default)}{preset}"   # the help says what None means
         h = (o.help + ' ' if o.help else '') + (f"({'; '.join(s for s in (choices, default) if s)})" if choices or default else '')
         h = h.replace('%', '%%')
-        if o.name in positional: p.add_argument(o.name, nargs='?', default=argparse.SUPPRESS, help=h)
-        else: p.add_argument(f'--{o.name}', default=argparse.SUPPRESS, help=h, metavar=o.name.upper(), **(dict(nargs='?', const='True') if o.tp is bool else {}))
+        if o.name in positional: p.add_argument(o.name, nargs='?', default=argparse.SUPPRESS, help=f'the same as --{o.name}')
+        p.add_argument(f'--{o.name}', dest=f'flag:{o.name}' if o.name in positional else o.name, default=argparse.SUPPRESS, help=h, metavar=o.name.upper(),
+                       **(dict(nargs='?', const='True') if o.tp is bool else {}))
     for k in (old or {}): p.add_argument(f'--{k}', dest=f'old:{k}', default=argparse.SUPPRESS, help=argparse.SUPPRESS, nargs='?', const='True')
     p.add_argument('--opts', dest='old:opts', default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p.add_argument('--debug', action='store_true', help='show the traceback of every error')
@@ -211,9 +212,12 @@ def parse_opts(opts, names, arg='opts'):
     return out
 
 def command_values(cls, name, argv=None, positional=(), old=None, doc=None):
-    "({option: text} given on the command line `argv`, debug) for config `cls`; old spellings mapped to their new names with a note on stderr"
-    ns = vars(parser(cls, name, positional, old, doc).parse_args(argv))
-    debug, given = ns.pop('debug'), {k: v for k, v in ns.items() if not k.startswith('old:')}
+    "({option: text} given on the command line `argv`, debug) for config `cls`; a field in `positional` read from its place or its flag (not both); old spellings mapped to their new names with a note on stderr"
+    ns = vars(parser(cls, name, positional, old, doc).parse_intermixed_args(argv))   # positional arguments before, between or after the flags
+    debug, given = ns.pop('debug'), {k: v for k, v in ns.items() if ':' not in k}
+    for k, v in ((k[5:], v) for k, v in ns.items() if k.startswith('flag:')):
+        if k in given: raise ValueError(f"--{k} is given twice (as the positional argument {given[k]} and as --{k} {v})")
+        given[k] = v
     for k, v in ((k[4:], v) for k, v in ns.items() if k.startswith('old:')):
         if k == 'opts':
             print(f"{name}: --opts is read as the options it names; give each as a flag of its own (e.g. --width 8)", file=sys.stderr)

@@ -63,7 +63,7 @@ def crf_seeds(img, seeds, alpha, t=10):
 def _claim(wants):
     "`claim_folder` each folder of `wants` ({folder: settings}), those that hold anything first, so that a refusal comes before any manifest is written"
     for folder in sorted(wants, key=lambda f: not (Path(f).is_dir() and any(Path(f).iterdir()))):
-        claim_folder(folder, wants[folder], 'CRF outputs', pattern='*')
+        claim_folder(folder, wants[folder], 'CRF outputs', pattern='*', names=dict(t='crf_iters'), defaults=dict(dtype='float32'))   # manifests before --dtype: float32
 
 # %% ../nbs/19_crf.ipynb #80acacca
 CRF_DTYPE = 'float32'   # number type of the stored CRF scores: float32, the released infer.py's (float16 and uint8 change a few affinity labels, measured below)

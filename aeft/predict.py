@@ -17,7 +17,7 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 from fastprogress.fastprogress import progress_bar
 from .core import atomic_write, file_sha256, save_figure, voc_palette, check_outside, my_share, share_note, stage_device, Shard
-from .artefacts import claim_folder, MANIFEST
+from .artefacts import claim_folder, MANIFEST, run_checkpoint
 from .cli import command
 from .data import NAMES, DATA, GroundTruth, DataOptions, as_truth, data_folder, ground_truth, OLD_DATA, OWN_DATA, check_classes
 from .voc import VOC_CLASSES, read_ids, read_mask, save_mask, load_image
@@ -203,7 +203,7 @@ def score_predictions(folder, root, split='val', progress=True, **extra):
 @dataclass
 class PredictStage(DataOptions):
     "Masks of a VOC or COCO split from a segmentation checkpoint: val scored (table, scores.json, confusion.png); VOC's test (--root: the VOC2012 test download) written and packed for the VOC evaluation server"
-    ckpt: str = None           # checkpoint read: the segmentation network written by aeft_segment (last.pt), of the data's classes: 21 for VOC, 81 for COCO (the positional argument)
+    ckpt: str = None           # checkpoint read: the segmentation network written by aeft_segment (last.pt, or its run folder), of the data's classes: 21 for VOC, 81 for COCO (or the positional argument)
     out: str = 'runs/predict'  # output folder: masks in OUT/<split>/<id>.png; test: OUT/test/results/VOC2012/Segmentation/<comp>_test_cls/<id>.png and OUT/test/results.tar.gz
     scales: tuple = DEEPLAB_MSC['scales']   # inference scales: 1, 0.75 and 0.5, the MSC test of kazuto1011/deeplab-pytorch (libs/models/msc.py); 0.5,0.75,1.0,1.25,1.5 with --flip: the multi-scale + flip test
     flip: bool = DEEPLAB_MSC['flip']        # add horizontally flipped inputs (none in kazuto1011/deeplab-pytorch's test; SEAM's codebase and TF DeepLab add them)
@@ -224,7 +224,7 @@ class PredictStage(DataOptions):
         if self.crf_settings is not None and self.crf_settings not in CRF_SETTINGS:
             raise ValueError(f"--crf_settings must be one of {', '.join(CRF_SETTINGS)} (or left out), got {self.crf_settings!r}")
         if self.data not in ('voc', 'coco', *OWN_DATA): raise ValueError(f"--data must be 'voc', 'coco', 'folder' or 'cocofile', got {self.data!r}")
-        if self.ckpt is None: raise ValueError("give the segmentation checkpoint (the positional argument: aeft_segment's last.pt)")
+        if self.ckpt is None: raise ValueError("give the segmentation checkpoint: --ckpt (or the positional argument), aeft_segment's last.pt or its run folder")
         split = self.split or 'val'
         if self.ids and self.split == 'test': raise ValueError("--ids lists images to predict and score; --split test is the evaluation server's whole list: give one of them")
         test = split == 'test' and not self.ids
@@ -232,12 +232,13 @@ class PredictStage(DataOptions):
             raise ValueError("--split test is VOC 2012's evaluation-server split; COCO 2014 has none here: with --data coco predict val (its annotated val2014 images, scored) or train")
         if test: server_folder('.', self.comp)          # checks `comp`
         dev = stage_device(self.device)
-        model, cfg = load_segmenter(self.ckpt, dev)
-        if self.data in OWN_DATA: check_classes(cfg.classes, self.truth(self.progress), self.ckpt)
+        ckpt = run_checkpoint(self.ckpt, 'aeft_predict')
+        model, cfg = load_segmenter(ckpt, dev)
+        if self.data in OWN_DATA: check_classes(cfg.classes, self.truth(self.progress), ckpt)
         labels = {'voc': len(NAMES), 'coco': len(COCO_NAMES)}
         if self.data in labels and cfg.num_classes != labels[self.data]:
             other = [k for k, n in labels.items() if n == cfg.num_classes]
-            raise ValueError(f"{self.ckpt} holds a network of {cfg.num_classes} classes, but --data {self.data} has {labels[self.data]} (the background and {labels[self.data] - 1} classes)"
+            raise ValueError(f"{ckpt} holds a network of {cfg.num_classes} classes, but --data {self.data} has {labels[self.data]} (the background and {labels[self.data] - 1} classes)"
                              + (f"; it is a network for --data {other[0]}" if other else ''))
         truth = None if test else self.truth(self.progress)   # the ground truth to score against, checked before any work
         if self.ids: ds, split = SplitImages(truth, self.listed_ids()), Path(self.ids).stem
@@ -245,7 +246,7 @@ class PredictStage(DataOptions):
         where = Path(self.out)/split
         check_outside(self.out, data=truth.root if truth is not None else data_folder('voc', self.root))   # VOC's test download too
         folder = server_folder(where, self.comp) if test else where
-        settings = dict(checkpoint_sha256=file_sha256(self.ckpt), split=split, scales=list(sc), flip=self.flip, fuse=self.fuse, crf=self.crf_settings,
+        settings = dict(checkpoint_sha256=file_sha256(ckpt), split=split, scales=list(sc), flip=self.flip, fuse=self.fuse, crf=self.crf_settings,
                         **(dict(comp=self.comp) if test else {}))
         claim_folder(where, settings, 'predictions', str(folder.relative_to(where)/'*.png'))
         t, (shard, share) = time.time(), my_share(range(len(ds)), self.shard)
@@ -265,7 +266,7 @@ class PredictStage(DataOptions):
         elif truth.has_mask is not None and not any(truth.has_mask(i) for i in ds.ids):   # your own data may come without masks
             report = f"no masks in {truth.root} to score the {len(ds)} images of {split} against"
         else:
-            res = score_predictions(folder, truth, split if split in ('train', 'val') and not self.ids else ds.ids, self.progress, checkpoint=str(self.ckpt), settings=settings)
+            res = score_predictions(folder, truth, split if split in ('train', 'val') and not self.ids else ds.ids, self.progress, checkpoint=str(ckpt), settings=settings)
             report = format_table(res) + f"\nscores: {folder/'scores.json'}; confusion matrix: {folder/'confusion.png'}"
             summary.update(miou=res['miou'], scores=str(folder/'scores.json'))
         print(done); print(report)

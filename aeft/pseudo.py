@@ -280,7 +280,8 @@ def run_pseudo(model, seeds, root, out, ids, beta=BETA, logt=LOGT, bg_power=BG_P
     largest = max((f[0] for f in files.values()), key=lambda f: np.prod(Image.open(f).size))   # the need grows with the pixels
     check_memory(largest, model, stride, radius, walk, max_memory, 1 + num_classes, max_pixels)
     claim_folder(out, dict(stage='pseudo', seeds=str(Path(seeds).resolve()), model=source, beta=beta, logt=logt, bg_power=bg_power, crf=crf,
-                     radius=radius, stride=stride, num_classes=num_classes, **({} if max_pixels is None else dict(max_pixels=max_pixels))), 'pseudo masks')
+                     radius=radius, stride=stride, num_classes=num_classes, **({} if max_pixels is None else dict(max_pixels=max_pixels))), 'pseudo masks',
+                 names=dict(crf='crf_iters'))
     todo = [id for id in ids if not (out/f'{id}.png').exists()]
     def walked(id):
         img = load_image(files[id][0]); img, seeds = _fit(img, _seeds(files[id][1], img, num_classes), max_pixels)

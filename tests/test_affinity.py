@@ -409,6 +409,10 @@ def test_errors_are_clear(chain, tmp_path):
     with pytest.raises(SystemExit, match='give the weights to start from'): call(chain, tmp_path/'o', ckpt=None)
     with pytest.raises(SystemExit, match=r"give one of --ckpt, --official and --imagenet, got \['ckpt', 'imagenet'\]"): call(chain, tmp_path/'o', imagenet='x')
     with pytest.raises(SystemExit, match="holds a network made with width=8, not width=16"): call(chain, tmp_path/'o', width=None)
+    (tmp_path/'train').mkdir()   # a classifier's run folder: its best.pt, else its last.pt, else refused naming it
+    with pytest.raises(SystemExit, match="checkpoint folder .*train holds neither best.pt nor last.pt"): call(chain, tmp_path/'o', ckpt=str(tmp_path/'train'))
+    shutil.copy(t/'clf.pt', tmp_path/'train'/'last.pt')
+    with pytest.raises(SystemExit, match="holds a network made with width=8, not width=16"): call(chain, tmp_path/'o', ckpt=str(tmp_path/'train'), width=None)
     with pytest.raises(SystemExit, match=r"AffinityConfig.low_alpha must be at least 0 and below high_alpha"): call(chain, tmp_path/'o', low_alpha=21, high_alpha=2)
     # an AffinityNet checkpoint: resumed or loaded as another backbone; a classifier checkpoint where AffinityNet's is expected
     call(chain, tmp_path/'run')

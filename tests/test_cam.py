@@ -87,6 +87,20 @@ def test_errors(setup, tmp_path):
     m = message('--images', bad, '--ckpt', t/'last.pt')
     assert 'cannot read image' in m and 'broken.jpg' in m
 
+def test_ckpt_run_folder(setup, tmp_path, capsys):
+    "--ckpt takes aeft_train's run folder: its best.pt when there is one, else its last.pt; a folder with neither is refused naming it"
+    t, root = setup
+    run_dir = tmp_path/'train'; run_dir.mkdir()
+    with pytest.raises(SystemExit, match=f"aeft_cam: checkpoint folder {run_dir} holds neither best.pt nor last.pt"):
+        aeft_cam(['--root', str(root), '--ckpt', str(run_dir), '--out', str(tmp_path/'x')])
+    shutil.copy(t/'last.pt', run_dir/'best.pt'); (run_dir/'last.pt').write_bytes(b'not a checkpoint')
+    base = ['--root', str(root), '--ids', str(tmp_path/'ids.txt'), '--scales', '1.0', '--flip', 'False', '--progress', 'False']
+    (tmp_path/'ids.txt').write_text(VOCDataset(root, 'train').ids[0] + '\n')
+    assert aeft_cam([*base, '--ckpt', str(run_dir), '--out', str(tmp_path/'s')])['written'] == 1
+    assert f"aeft_cam: --ckpt {run_dir} reads {run_dir/'best.pt'}" in capsys.readouterr().out
+    sha = json.loads((tmp_path/'s'/'manifest.json').read_text())['checkpoint_sha256']
+    assert sha == hashlib.sha256((t/'last.pt').read_bytes()).hexdigest()
+
 def test_old_spelling(setup, tmp_path, capsys):
     "--voc_root, the old spelling of --root, still works and says so"
     t, root = setup

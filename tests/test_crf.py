@@ -167,6 +167,7 @@ def test_errors(fixture, tmp_path):
     save_seeds({25: np.zeros(load_seeds(seeds/f'{ids[0]}.npy')[min(load_seeds(seeds/f'{ids[0]}.npy'))].shape, np.float32)}, big/f'{ids[0]}.npy')
     assert f"seed file {big/(ids[0] + '.npy')} has class keys [25]; expected class indices 0..19" in message(big, out=str(tmp_path/'b'))
     assert "holds CRF outputs made with num_classes=20, not num_classes=80" in message(out=str(tmp_path/'c1'), num_classes=80)
+    assert "holds CRF outputs made with crf_iters=10, not crf_iters=5 (" in message(out=str(tmp_path/'c1'), crf_iters=5)   # named as the option
     # an output folder of another alpha or of another seed folder
     (tmp_path/'c1'/'02').rename(tmp_path/'c1'/'05')
     assert f"{tmp_path/'c1'/'05'} holds CRF outputs made with alpha=2, not alpha=5 ({tmp_path/'c1'/'05'/'manifest.json'}); choose another --out" in message(out=str(tmp_path/'c1'), alphas='5')
@@ -300,4 +301,4 @@ def test_compact_outputs(fixture, tmp_path):
         assert ds[0][1].dtype.is_floating_point is False                            # the affinity labels are read from the compact folders
     assert run_crf(seeds, root, tmp_path/'f32', ids[:4], progress=False) == 1          # resumes
     with pytest.raises(SystemExit) as e: aeft_crf(argv(seeds, root=root, out=tmp_path/'f32', dtype='uint8', processes=1, progress=False))
-    assert "dtype=None, not dtype='uint8'" in str(e.value)
+    assert "made with dtype='float32', not dtype='uint8' (" in str(e.value)   # the manifest of a float32 folder has no dtype: it reads as float32

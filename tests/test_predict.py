@@ -1,5 +1,5 @@
 "Predictions: the evaluator against an independent count, the server format round trip, fusion invariants, aeft_predict end to end on the VOC-format fixture, on the genuine VOC sample and on the COCO-format fixture (81 classes), and its errors"
-import json, os, shutil, signal, subprocess, sys, tarfile, time
+import hashlib, json, os, shutil, signal, subprocess, sys, tarfile, time
 from dataclasses import asdict
 from pathlib import Path
 import numpy as np, pytest, torch
@@ -216,6 +216,17 @@ def test_errors(setup, tmp_path):
     assert 'holds predictions made with checkpoint_sha256=' in message(other, *base, '--scales', '1.0')
     (tmp_path/'o'/'val'/MANIFEST).unlink()
     assert 'but no manifest.json' in message(ckpt, *base, '--scales', '1.0')
+
+def test_ckpt_run_folder(setup, tmp_path, capsys):
+    "--ckpt (the flag or the positional argument) takes aeft_segment's run folder: its last.pt; a folder without one is refused naming it"
+    t, root, ckpt = setup
+    run_dir = tmp_path/'segment'; run_dir.mkdir()
+    assert message(run_dir, '--root', root) == f"aeft_predict: checkpoint folder {run_dir} holds neither best.pt nor last.pt (what aeft_train, aeft_affinity and aeft_segment write)"
+    shutil.copy(ckpt, run_dir/'last.pt')
+    (tmp_path/'ids.txt').write_text(SplitImages(root, 'val').ids[0] + '\n')
+    res = aeft_predict(['--ckpt', str(run_dir), '--root', str(root), '--ids', str(tmp_path/'ids.txt'), '--out', str(tmp_path/'o'), '--scales', '1.0', '--progress', 'False'])
+    assert res['written'] == 1 and f"aeft_predict: --ckpt {run_dir} reads {run_dir/'last.pt'}" in capsys.readouterr().out
+    assert json.loads((tmp_path/'o'/'ids'/MANIFEST).read_text())['checkpoint_sha256'] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
 
 def test_old_spellings_and_ids(setup, tmp_path, capsys):
     "--crf and --voc_root, the old spellings of --crf_settings and --root, still work and say so; --ids predicts and scores the listed images"

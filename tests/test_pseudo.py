@@ -200,10 +200,12 @@ def test_errors(chain, tmp_path):
     clf = tmp_path/'clf.pt'; torch.save(dict(model={}, config=dict(head='gpp')), clf)
     assert f'{clf} is not an AffinityNet checkpoint' in message(ckpt=clf)
     assert f'AffinityNet checkpoint {tmp_path/"nope.pt"} does not exist' in message(ckpt=tmp_path/'nope.pt')
+    (tmp_path/'aff_run').mkdir()
+    assert f"checkpoint folder {tmp_path/'aff_run'} holds neither best.pt nor last.pt" in message(ckpt=tmp_path/'aff_run')
     # an output folder holding masks of other settings, or PNGs of unknown origin
     assert run_pseudo_cli(seeds, ckpt, root, tmp_path/'done', ids=str(_ids_file(tmp_path, ids[:2]))) == 2
     msg = message(out=str(tmp_path/'done'), ids=str(_ids_file(tmp_path, ids[:2])), bg_power=16, crf_iters=0)
-    assert msg == (f"aeft_pseudo: {tmp_path/'done'} holds pseudo masks made with bg_power=19, not bg_power=16; crf=1, not crf=0 "
+    assert msg == (f"aeft_pseudo: {tmp_path/'done'} holds pseudo masks made with bg_power=19, not bg_power=16; crf_iters=1, not crf_iters=0 "
                    f"({tmp_path/'done'/MANIFEST}); choose another --out or delete that folder")
     assert 'holds pseudo masks made with seeds=' in message(part, out=str(tmp_path/'done'), ids=str(_ids_file(tmp_path, ids[:2])))
     (tmp_path/'theirs').mkdir(); shutil.copy(tmp_path/'done'/f'{ids[0]}.png', tmp_path/'theirs')

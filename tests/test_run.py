@@ -26,6 +26,23 @@ def test_option_table_in_the_chapter_is_the_code():
     assert any(''.join(c['source']).strip() == option_table() for c in cells if c['cell_type'] == 'markdown'), \
         "the option table in nbs/23a_pipeline.ipynb differs from aeft.pipeline.option_table(); paste the new one"
 
+POSITIONAL = [('aeft.crf', 'aeft_crf', 'seeds'), ('aeft.evaluate', 'aeft_eval', 'seeds'), ('aeft.pseudo', 'aeft_pseudo', 'seeds'),
+              ('aeft.pseudo', 'aeft_pseudo', 'ckpt'), ('aeft.predict', 'aeft_predict', 'ckpt'), ('aeft.segment', 'aeft_segment', 'masks')]
+
+@pytest.mark.parametrize('module,name,field', POSITIONAL)
+def test_positional_argument_is_also_a_flag(module, name, field):
+    "Each positional argument is also read as its --flag, and giving it both ways is refused naming the option"
+    cmd = getattr(__import__(module, fromlist=[name]), name)
+    first = (0 if field != 'ckpt' or name != 'aeft_pseudo' else 1)*['s']   # aeft_pseudo's ckpt is its second positional argument
+    with pytest.raises(SystemExit) as e: cmd([*first, 'a', f'--{field}', 'b'])
+    assert str(e.value) == f"{name}: --{field} is given twice (as the positional argument a and as --{field} b)"
+
+def test_pseudo_reads_seeds_and_ckpt_as_flags(tmp_path):
+    "aeft_pseudo --seeds S --ckpt C reaches the stage, which reads C (here missing) as the checkpoint"
+    from aeft.pseudo import aeft_pseudo
+    with pytest.raises(SystemExit) as e: aeft_pseudo(['--seeds', str(tmp_path/'seeds'), '--ckpt', str(tmp_path/'nothing'), '--out', str(tmp_path/'out')])
+    assert str(tmp_path/'nothing') in str(e.value) and 'unrecognized' not in str(e.value)
+
 def _tiny_voc_recipe(root):
     r = named_recipe('voc')
     r.update(root=str(root))
