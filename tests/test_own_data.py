@@ -157,3 +157,20 @@ def test_ids_not_in_the_data(tmp_path):
     with pytest.raises(SystemExit) as e:
         aeft_eval([str(tmp_path/'seeds'), '--data', 'cocofile', '--root', str(export), '--ids', str(tmp_path/'ids.txt'), '--progress', 'False', '--out', str(tmp_path/'e')])
     assert "image 'a' is not listed in" in str(e.value.code) and 'instances_default.json' in str(e.value.code)
+
+def test_select_on_a_split_without_masks(tmp_path):
+    "--select_on val on data whose val images have no mask: refused before any training, naming the option and the split (aeft_train), and before the first walk (aeft_affinity)"
+    from aeft.train import aeft_train
+    from aeft.affinity import AffinityStage, AffinityConfig
+    root = _folder(tmp_path, masks={'a b': np.zeros((6, 8), np.uint8)})   # a mask for the train image only
+    with pytest.raises(SystemExit) as e:
+        aeft_train(['--data', 'folder', '--root', str(root), '--select_on', 'val', '--backbone', 'tiny', '--device', 'cpu', '--epochs', '1', '--warmup', '0',
+                    '--progress', 'False', '--out', str(tmp_path/'train')])
+    assert str(e.value.code) == f"aeft_train: --select_on val: no image of split val has a mask in {root} to score the epochs on; give --select_on none"
+    assert not list((tmp_path/'train').glob('*.pt'))
+    stage = AffinityStage(data='folder', root=str(root), select_on='val', seeds=str(tmp_path/'nowhere'))
+    truth = stage.truth(False)
+    with pytest.raises(ValueError, match=r"^--select_on val: no image of split val has a mask in .* to score the steps on; give --select_on none$"):
+        stage.selection(truth, AffinityConfig(select_start=0), 100)
+    with pytest.raises(FileNotFoundError, match=r"has no seed file for 1 of the 1 images of --select_on train \(e.g. a b\)"):   # the split with a mask reaches the seeds' check
+        AffinityStage(data='folder', root=str(root), select_on='train', seeds=str(tmp_path/'nowhere')).selection(truth, AffinityConfig(select_start=0), 100)
