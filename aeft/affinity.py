@@ -511,7 +511,8 @@ class AffinityStage(DataOptions):
         if steps <= cfg.select_start:
             print(f"aeft_affinity: the run's {steps} steps end before --select_start {cfg.select_start}: no step is scored (--select_on {sel}), last.pt only")
             return []
-        ids = truth.ids(sel)
+        ids = [id for id in truth.ids(sel) if truth.has_mask is None or truth.has_mask(id)]   # your own data may leave some out
+        if not ids: raise ValueError(f"--select_on {sel}: no image of split {sel} has a mask in {truth.root} to score the steps on; give --select_on none")
         missing = [id for id in ids if not ((Path(self.seeds)/f'{id}.npy').is_file() or (Path(self.seeds)/f'{id}.npz').is_file())]
         if missing: raise FileNotFoundError(f"--seeds {self.seeds} has no seed file for {len(missing)} of the {len(ids)} images of --select_on {sel} "
                                             f"(e.g. {', '.join(missing[:3])}); run aeft_cam on them, or give --select_on none")

@@ -4,17 +4,17 @@
 
 # %% auto #0
 __all__ = ['STAGES', 'CLASSES', 'WIRED', 'RUN_ONLY', 'SHARDED', 'COMMANDS', 'PAPER', 'SHARED', 'named_recipe', 'stage_options',
-           'dump_recipe', 'read_recipe', 'stage_config', 'synthetic_data', 'run_stage', 'report', 'run_recipe',
-           'meaning', 'all_options', 'option_table', 'aeft_run']
+           'dump_recipe', 'read_recipe', 'stage_config', 'synthetic_data', 'run_stage', 'check_recipe', 'report',
+           'run_recipe', 'meaning', 'all_options', 'option_table', 'aeft_run']
 
 # %% ../nbs/23a_pipeline.ipynb #2bc6125d
 import json, re, time, tomllib
 from pathlib import Path
-from .core import atomic_write, cli_errors, file_sha256, Shard
+from .core import atomic_write, check_outside, cli_errors, file_sha256, Shard
 from .artefacts import check_same
 from .cli import build, flat, options, parse_value
 from .config import TrainConfig, datasets
-from .data import DATA, OWN_DATA, ground_truth
+from .data import DATA, OWN_DATA, data_folder, ground_truth
 from .voc import to_voc, read_ids
 from .train import TrainStage
 from .cam import CAMStage
@@ -187,28 +187,72 @@ def run_stage(r, stage, out, progress=True, before=(), shard=None):
     atomic_write(rec, lambda f: f.write(json.dumps(row, indent=1).encode()))
     return row
 
+# %% ../nbs/23a_pipeline.ipynb #527a5176
+def _reads(cfg, stage):
+    "[(option, split name or ids file, whether it is the stage's default)] of what the config `cfg` of `stage` reads from its data"
+    if stage == 'train': return [('split', DATA[cfg.data], True)] + ([('select_on', cfg.select_on, False)] if cfg.select_on not in (None, 'none') else [])
+    reads = [('ids', cfg.ids, False)] if cfg.ids else [('split', cfg.split or ('val' if stage == 'predict' else DATA[cfg.data]), not cfg.split)]
+    return reads + ([('select_on', cfg.select_on, False)] if stage == 'affinity' and cfg.select_on not in (None, 'none') else [])
+
+def _checked(truth, option, value):
+    "The ids that `option` (split, ids or select_on) = `value` reads from `truth`; ValueError when there are none (select_on: none with a mask)"
+    ids = read_ids(value) if option == 'ids' else truth.ids(value)
+    for i in ids if option == 'ids' else (): truth.image(i)   # an id the data does not list: refused naming the file
+    if option == 'select_on': ids = [i for i in ids if truth.has_mask is None or truth.has_mask(i)]
+    if not ids: raise ValueError(f"no image of {value} has a mask in {truth.root} to score on; set select_on = \"none\"" if option == 'select_on' else f"{value} lists no image")
+    return ids
+
+def check_recipe(r, out, stages=STAGES, source=None):
+    "Build the config of each of `stages` of recipe `r` for the run folder `out` and, on your own data, check the splits and ids files each reads: ValueError naming `source` (the TOML file; default the recipe's name), the `[stage]` and the option"
+    where, truths = source or r['recipe'], {}
+    for s in stages:
+        if s == 'data': continue
+        try:
+            cfg = stage_config(r, s, Path(out), False)
+            if cfg.data not in OWN_DATA: continue   # VOC's and COCO's splits are checked by each stage: reading them takes minutes
+            if (cfg.data, cfg.root) not in truths: truths[cfg.data, cfg.root] = ground_truth(cfg.data, cfg.root)
+            truth = truths[cfg.data, cfg.root]
+        except ValueError as e: raise ValueError(f"{where}: [{s}] " + re.sub(r'\b[A-Z]\w*Config\.(\w+)', r'\1', str(e))) from None   # TrainConfig.warmup: [train] warmup
+        except OSError as e: raise ValueError(f"{where}: [{s}] {e}") from None
+        for option, value, default in _reads(cfg, s):
+            try: _checked(truth, option, value)
+            except (ValueError, OSError) as e:
+                raise ValueError(f"{where}: [{s}] {option} = {_toml_value(value)}{' (the default)' if default else ''}: {e}") from None
+
+
 # %% ../nbs/23a_pipeline.ipynb #9e673d0f
 def report(r, rows, out):
     "Write out/report.json and out/report.md for the stage records `rows`; returns the Markdown text"
-    paper, rows = PAPER.get(r['recipe'], {}), [row for row in rows if not row.get('partial')]
+    paper = PAPER.get(r['data'], {}) if r['recipe'] == r['data'] else {}   # the released recipe on the paper's data: a recipe dumped and set to other data keeps its name
+    rows = [row for row in rows if not row.get('partial')]
     atomic_write(out/'report.json', lambda f: f.write(json.dumps(dict(recipe=r['recipe'], data=r['data'], out=str(out), stages=rows), indent=1).encode()))
     lines = [f"# aeft_run: recipe {r['recipe']} in {out}", '', '| stage | output | seconds | score | paper |', '|---|---|---|---|---|']
     for row in rows:
         sc = ', '.join(f'{k} {v}' for k, v in row['scores'].items()) or '-'
         lines.append(f"| {row['stage']} | {row['out']} | {row['seconds']} | {sc} | {paper.get(row['stage'], '-')} |")
-    if r['recipe'] == 'voc': lines += ['', "The paper's mIoU on VOC test, 71.7, is the evaluation server's: `aeft_predict --split test` writes the archive it takes."]
+    if paper and r['data'] == 'voc': lines += ['', "The paper's mIoU on VOC test, 71.7, is the evaluation server's: `aeft_predict --split test` writes the archive it takes."]
     lines += ['', 'Each stage\'s options, inputs and the SHA-256 of its manifests are in report.json.']
     text = '\n'.join(lines) + '\n'
     atomic_write(out/'report.md', lambda f: f.write(text.encode()))
     return text
 
-def run_recipe(r, out, start='data', until='predict', progress=True, shard=None):
-    "Run the stages `start`..`until` of recipe `r` in `out` (earlier ones must have finished) and write the report; returns the stage records; `shard`: only its share of the stages of `SHARDED`, the others finished before"
-    out = Path(out)
-    for s in (start, until):
+def _last_share(out, start):
+    "The stage a share started at `start` stops after in `out`: the last before the first unfinished stage not in `SHARDED`, if one of `SHARDED` comes before it; else None"
+    i = j = STAGES.index(start)
+    while j < len(STAGES) and (STAGES[j] in SHARDED + ('data',) or _record(out, STAGES[j]).is_file()): j += 1
+    return STAGES[j - 1] if j < len(STAGES) and set(STAGES[i:j]) & set(SHARDED) else None
+
+def run_recipe(r, out, start='data', until=None, progress=True, shard=None, source=None):
+    "Run the stages `start`..`until` of recipe `r` in `out` (earlier ones must have finished), each checked first (`check_recipe`, naming `source`), and write the report; returns the stage records; `shard`: only its share of the stages of `SHARDED`, the others finished before; `until` None: predict, or with `shard` the stage before the first that runs once"
+    out, source = Path(out), source or r['recipe']
+    for s in (start, until or 'predict'):
         if s not in STAGES: raise ValueError(f"--from and --until must be stages ({', '.join(STAGES)}), got {s!r}")
+    last = _last_share(out, start) if shard is not None and until is None else None   # a share stops before a stage that runs once
+    until = last or until or 'predict'
     i, j = STAGES.index(start), STAGES.index(until)
     if i > j: raise ValueError(f"--from {start} comes after --until {until}")
+    check_recipe(r, out, STAGES[i:j + 1], source)
+    out.mkdir(parents=True, exist_ok=True)
     rows = []
     for k, s in enumerate(STAGES[:j + 1]):
         if s == 'data' and r['recipe'] != 'synthetic': continue
@@ -219,6 +263,9 @@ def run_recipe(r, out, start='data', until='predict', progress=True, shard=None)
         rows.append(run_stage(r, s, out, progress, [row for row in rows if row], shard))
     rows += [json.loads(_record(out, s).read_text()) for s in STAGES[j + 1:] if _record(out, s).is_file()]   # finished later stages stay in the report
     report(r, rows, out)
+    if last:
+        nxt = STAGES[j + 1]
+        print(f"aeft_run: shard {shard}: done up to {until}; {nxt} runs once, after every share has finished: aeft_run {source} --out {out} --from {nxt}", flush=True)
     return rows
 
 # %% ../nbs/23a_pipeline.ipynb #d1c9f282
@@ -246,7 +293,7 @@ def aeft_run(argv=None):
     p.add_argument('recipe', help="'voc', 'coco', 'synthetic' (on a CPU in minutes) or a TOML file of every stage's options (--dump writes one)")
     p.add_argument('--out', default='runs/recipe', help='output folder: a subfolder per stage, run/<stage>.json, report.md and report.json (default runs/recipe)')
     p.add_argument('--from', dest='start', default='data', help=f"the first stage to run; those before it must have finished in OUT (one of {', '.join(STAGES)}; default data)")
-    p.add_argument('--until', default='predict', help='the last stage to run (default predict)')
+    p.add_argument('--until', default=None, help='the last stage to run (default predict; with --shard the last stage before one that is not sharded)')
     p.add_argument('--dump', action='store_true', help='print the recipe as TOML, every option of every stage, and stop')
     p.add_argument('--progress', default='True', help='progress bars (default True)')
     p.add_argument('--shard', default=None, help=f"the share of the images this process runs: k/n, every n-th run of 4 ids from the k-th, of the stages {', '.join(SHARDED)}, "
@@ -259,7 +306,7 @@ def aeft_run(argv=None):
         if a.dump: print(dump_recipe(r), end=''); return
         out = Path(a.out)
         if out.exists() and not out.is_dir(): raise ValueError(f"--out {out} is a file, not a folder")
-        out.mkdir(parents=True, exist_ok=True)
-        rows = run_recipe(r, out, a.start, a.until, parse_value(a.progress, bool, 'progress'), parse_value(a.shard, Shard, 'shard'))
+        if root := (r.get('root') if r['data'] in OWN_DATA else data_folder(r['data'], r.get('root'))): check_outside(out, data=root)   # before the folder is made
+        rows = run_recipe(r, out, a.start, a.until, parse_value(a.progress, bool, 'progress'), parse_value(a.shard, Shard, 'shard'), a.recipe)
     print(report(r, rows, out), end='')
     return rows if argv is not None else None   # a console script exits with what it returns: None is status 0

@@ -53,7 +53,10 @@ def selection(cfg, select_on, valid_ds, root=None, sbd=None):
     if sel == 'none': return [EvalCB(val_miou(valid_ds, cfg.num_classes))] if valid_ds else []
     if cfg.data == 'shapes': return [EvalCB(val_miou(valid_ds, cfg.num_classes)), BestCB('val_miou')]
     if cfg.data == 'coco': ds = COCODataset(data_folder('coco', root), sel)
-    elif cfg.data in OWN_DATA: truth = ground_truth(cfg.data, root); ds = TruthDataset(truth, [i for i in truth.ids(sel) if truth.has_mask(i)], masks=True)
+    elif cfg.data in OWN_DATA:
+        truth = ground_truth(cfg.data, root); ids = [i for i in truth.ids(sel) if truth.has_mask(i)]
+        if not ids: raise ValueError(f"--select_on {sel}: no image of split {sel} has a mask in {truth.root} to score the epochs on; give --select_on none")
+        ds = TruthDataset(truth, ids, masks=True)
     else: ds = VOCDataset(data_folder('voc', root), sel, setting('sbd', sbd), labels=cfg.labels)
     return [EvalCB(seed_miou(ds, num_classes=cfg.num_classes), start=max(cfg.warmup - 1, 0)), BestCB('seed_miou')]
 

@@ -216,3 +216,19 @@ def test_cocofile_crowd_malformed_polygons_and_two_files(tmp_path):
     assert f"annotation file {ann} has annotation 7 of image 1 without a segmentation (a list of polygons of at least 3 points" in err
     (root/'annotations'/'instances_old.json').write_text('{}')
     assert "holds 3 .json files (instances_default.json, instances_old.json, person_keypoints_default.json); expected one annotation file" in _fails(tmp_path, root, {'x': m}, 'cocofile', one_line=False)
+def test_select_on_a_split_without_masks(tmp_path):
+    "--select_on val on data whose val images have no mask: refused before any training, naming the option and the split (aeft_train), and before the first walk (aeft_affinity)"
+    from aeft.train import aeft_train
+    from aeft.affinity import AffinityStage, AffinityConfig
+    root = _folder(tmp_path, masks={'a b': np.zeros((6, 8), np.uint8)})   # a mask for the train image only
+    with pytest.raises(SystemExit) as e:
+        aeft_train(['--data', 'folder', '--root', str(root), '--select_on', 'val', '--backbone', 'tiny', '--device', 'cpu', '--epochs', '1', '--warmup', '0',
+                    '--progress', 'False', '--out', str(tmp_path/'train')])
+    assert str(e.value.code) == f"aeft_train: --select_on val: no image of split val has a mask in {root} to score the epochs on; give --select_on none"
+    assert not list((tmp_path/'train').glob('*.pt'))
+    stage = AffinityStage(data='folder', root=str(root), select_on='val', seeds=str(tmp_path/'nowhere'))
+    truth = stage.truth(False)
+    with pytest.raises(ValueError, match=r"^--select_on val: no image of split val has a mask in .* to score the steps on; give --select_on none$"):
+        stage.selection(truth, AffinityConfig(select_start=0), 100)
+    with pytest.raises(FileNotFoundError, match=r"has no seed file for 1 of the 1 images of --select_on train \(e.g. a b\)"):   # the split with a mask reaches the seeds' check
+        AffinityStage(data='folder', root=str(root), select_on='train', seeds=str(tmp_path/'nowhere')).selection(truth, AffinityConfig(select_start=0), 100)

@@ -104,3 +104,37 @@ def test_killed_run_resumes_to_the_same_report(tmp_path):
 def no_sha(d):
     "A manifest without the SHA-256 of the checkpoints it names"
     return {k: no_sha(v) if isinstance(v, dict) else v for k, v in d.items() if 'sha256' not in k} if isinstance(d, dict) else d
+
+def test_dumped_voc_recipe_on_own_data_is_checked_before_any_stage(tmp_path, monkeypatch):
+    "A TOML of `aeft_run voc --dump` set to own data: each option that does not fit is refused before the first stage, naming the file, [stage] and option; --out inside the data is refused before it is made; the paper's numbers stay off the report"
+    import numpy as np
+    from PIL import Image
+    from aeft.data import write_folder, write_cocofile
+    from aeft.pipeline import report
+    import functools, aeft.cli
+    monkeypatch.setattr(aeft.cli, 'field_docs', functools.cache(aeft.cli.field_docs))   # it parses the configs' source at every call: ~1.5 s a stage config
+    img, m = Image.new('RGB', (8, 8)), np.ones((8, 8), np.uint8)
+    folder = write_folder(tmp_path/'own', ('cat', 'dog'), [('a', 'train', img, [0, 1], m), ('b', 'val', img, [1], None)])
+    export = write_cocofile(tmp_path/'export', ('cat', 'dog'), [('a', img, m, None)])
+    toml, run = tmp_path/'r.toml', tmp_path/'run'
+    def refused(text, *args):
+        toml.write_text(text)
+        with pytest.raises(SystemExit) as e: aeft_run([str(toml), '--out', str(run), '--progress', 'False', *args])
+        assert not run.exists()
+        return str(e.value.code)
+    text = dump_recipe(named_recipe('voc')).replace('data = "voc"', f'data = "folder"\nroot = "{folder}"')
+    assert refused(text) == f"aeft_run: {toml}: [train] classes names ('cat', 'dog') but num_classes is 20; leave num_classes out, the data gives it"
+    text = text.replace('num_classes = 20\n', '', 1)
+    assert refused(text).startswith(f"""aeft_run: {toml}: [cam] split = "train_aug": {folder/'labels.csv'} lists no image of split 'train_aug'""")
+    text = text.replace('split = "train_aug"\n', '')
+    assert refused(text) == f"aeft_run: {toml}: [segment] num_classes is 21 but the data has 2 classes and the background; leave it out"
+    text = text.replace('num_classes = 21\n', '')
+    assert refused(text.replace('[train]\n', '[train]\nselect_on = "val"\n')) == \
+        f"""aeft_run: {toml}: [train] select_on = "val": no image of val has a mask in {folder} to score on; set select_on = "none\""""
+    assert refused(text.replace(f'data = "folder"\nroot = "{folder}"', f'data = "cocofile"\nroot = "{export}"')).startswith(
+        f'aeft_run: {toml}: [predict] split = "val" (the default): ')
+    assert refused(text, '--until', 'crf', '--out', str(folder/'masks'/'x')).endswith(f"is inside the data folder {folder}; write the outputs elsewhere")
+    assert not (folder/'masks'/'x').exists()
+    rows = [dict(stage='cam', out='seeds', seconds=1.0, scores=dict(seed_miou=50.0))]
+    assert '| 56.0 |' in report(dict(recipe='voc', data='voc'), rows, tmp_path)
+    assert '| 56.0 |' not in (own := report(dict(recipe='voc', data='folder'), rows, tmp_path)) and 'VOC test' not in own

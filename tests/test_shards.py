@@ -1,5 +1,5 @@
 "Shares across processes and folders they share: concurrent --shard runs (and torchrun's processes) write the bytes one process writes; a kill during a manifest write leaves a folder the rerun accepts; a second training run on a busy --out is refused naming the first; pool workers die with their parent"
-import os, shutil, socket, subprocess, sys, time
+import json, os, shutil, socket, subprocess, sys, time
 from dataclasses import asdict
 from pathlib import Path
 import pytest, torch
@@ -143,3 +143,18 @@ def test_aeft_run_records_a_stage_once_its_set_is_complete(data, tmp_path, capsy
     assert row['images'] == 16 and 'crf_miou' in row['scores'] and (tmp_path/'run'/'crf.json').is_file()
     assert run_stage(r, 'crf', tmp_path, progress=False, shard=Shard(2, 2))['scores'] == row['scores']
     assert 'crf finished before with these settings' in capsys.readouterr().out
+
+def test_aeft_run_share_stops_before_a_stage_that_runs_once(data, tmp_path, capsys):
+    "aeft_run --shard without --until: the share runs its part of the CRF, then stops with status 0 before AffinityNet (trained once), naming the command that runs it"
+    from aeft.pipeline import dump_recipe, aeft_run
+    t, root, ids, _ = data
+    r = named_recipe('voc'); r.update(root=str(root), crf=dict(alphas=(2,), crf_iters=2, processes=1))
+    (tmp_path/'r.toml').write_text(dump_recipe(r))
+    run = tmp_path/'run'; shutil.copytree(t/'seeds', run/'seeds'); (run/'run').mkdir()
+    for s in ('train', 'cam'): (run/'run'/f'{s}.json').write_text(json.dumps(dict(stage=s, manifests={}, scores={}, out=str(run/s), seconds=0)))   # finished before
+    rows = aeft_run([str(tmp_path/'r.toml'), '--out', str(run), '--from', 'crf', '--shard', '2/2', '--progress', 'False'])   # returns: status 0
+    assert [row['stage'] for row in rows] == ['train', 'cam', 'crf'] and rows[-1]['partial'] and not (run/'affinity').exists()
+    assert (f"aeft_run: shard 2/2: done up to crf; affinity runs once, after every share has finished: aeft_run {tmp_path/'r.toml'} --out {run} --from affinity"
+            in capsys.readouterr().out)
+    with pytest.raises(SystemExit, match="--shard 2/2 runs shares of the stages cam, crf, pseudo, predict; stage affinity has not finished"):   # --until says otherwise
+        aeft_run([str(tmp_path/'r.toml'), '--out', str(run), '--from', 'crf', '--until', 'affinity', '--shard', '2/2', '--progress', 'False'])
