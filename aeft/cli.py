@@ -7,21 +7,25 @@ __all__ = ['BOUNDS', 'field_docs', 'parse_value', 'allowed', 'check_bound', 'Opt
            'parse_opts', 'command_values', 'command']
 
 # %% ../nbs/00a_cli.ipynb #4c193974
-import argparse, ast, inspect, math, re, sys, typing
+import argparse, ast, functools, inspect, math, re, sys, typing
 from dataclasses import MISSING, dataclass, fields, is_dataclass
 from typing import Literal
 from fastcore.docments import docments
 from .core import Shard, cli_errors
 
 # %% ../nbs/00a_cli.ipynb #69a3abe1
+@functools.cache
+def _docs(c):
+    "The field comments of the one class `c` (read from its source once per process)"
+    try: return {k: v for k, v in docments(c, returns=False).items() if v}
+    except (OSError, TypeError): return {}
+
 def field_docs(cls):
     "{field: comment} of the dataclass `cls` and the dataclasses it inherits from (fastcore's `docments`; empty where no source can be read)"
     out = {}
     for c in reversed(cls.__mro__):
         if not (is_dataclass(c) and '__dataclass_fields__' in vars(c)): continue
-        try: d = docments(c, returns=False)
-        except (OSError, TypeError): d = {}
-        out.update({k: v for k, v in d.items() if v})
+        out.update(_docs(c))
     return out
 
 # %% ../nbs/00a_cli.ipynb #e51e7969
