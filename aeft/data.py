@@ -18,7 +18,7 @@ from PIL import Image
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
-from .core import setting, voc_palette
+from .core import setting, voc_palette, size_text, rotation_hint
 from .voc import VOC_CLASSES, voc_root, voc_splits, find_sbd, load_mask, read_ids, read_utf8, image_labels, load_image, normalize, atomic_tree
 from pycocotools import mask as mask_utils
 from .artefacts import IGNORE
@@ -196,8 +196,8 @@ def _image_size(path, where):
         with Image.open(path) as im: return im.size
     except Exception as e: raise ValueError(f"cannot read image {path} ({where}): {e}") from e
 
-def read_own_mask(path, num_classes, size, where, labels=()):
-    "The uint8 (h, w) mask PNG `path` (single-channel or palette: 0 background, k class k, 255 ignored; 1-bit: 0 background, 1 class 1), checked to hold 0..`num_classes` and 255, some class pixel if the image has `labels` (a 0/255 binary mask is refused), and to be of `size` (w, h) as its image; `where` names what lists it"
+def read_own_mask(path, num_classes, size, where, labels=(), image=None):
+    "The uint8 (h, w) mask PNG `path` (single-channel or palette: 0 background, k class k, 255 ignored; 1-bit: 0 background, 1 class 1), checked to hold 0..`num_classes` and 255, some class pixel if the image has `labels` (a 0/255 binary mask is refused), and to be of `size` (w, h) as its `image` file (a turned EXIF orientation is suggested as the cause); `where` names what lists it"
     try:
         with Image.open(path) as im: fmt, mode, m = im.format, im.mode, np.array(im)
     except Exception as e: raise ValueError(f"cannot read mask {path} ({where}): {e}") from e
@@ -205,7 +205,8 @@ def read_own_mask(path, num_classes, size, where, labels=()):
     if fmt != 'PNG' or mode not in ('L', 'P'):
         raise ValueError(f"mask {path} is a {fmt} image of mode {mode!r}; expected a single-channel or palette PNG of class indices")
     if m.shape != (size[1], size[0]):
-        raise ValueError(f"mask {path} is {m.shape[1]}×{m.shape[0]} but its image is {size[0]}×{size[1]} ({where}); expected a mask of its image's size")
+        raise ValueError(f"mask {path} is {size_text(*m.shape)} but its image is {size_text(size[1], size[0])} ({where}); expected a mask of its image's size"
+                         + (rotation_hint(image, m.shape) if image else ''))
     if len(bad := np.unique(m[(m > num_classes) & (m != IGNORE)])):
         raise ValueError(f"mask {path} holds the values {bad[:6].tolist()}, above the {num_classes} classes ({where}); expected 0 (background), 1..{num_classes} or {IGNORE} (ignored)")
     if len(labels) and 255 in m and not ((m > 0) & (m != IGNORE)).any():
@@ -249,7 +250,7 @@ def folder_truth(root):
     masks = _mask_files(root/'masks', rows, at)
     def mask(id):
         if (p := masks.get(id)) is None: raise FileNotFoundError(f"image {id!r} ({at(id)}) has no mask {root/'masks'}/{id}.png; masks are optional, but scoring needs them")
-        return read_own_mask(p, len(names), sizes[id], at(id), rows[id][1])
+        return read_own_mask(p, len(names), sizes[id], at(id), rows[id][1], files[id])
     return GroundTruth(mask, _split_of(rows, root/'labels.csv'), ('background',) + names, f"masks in {root/'masks'}", lambda id: at(id) and files[id], root,
                        lambda id: at(id) and rows[id][1], voc_palette(), lambda id: at(id) and id in masks)
 

@@ -95,6 +95,14 @@ def _folder(tmp_path, classes='cat\ndog\n', labels='id,split,labels\na b,train,c
     for id, m in (masks or {}).items(): Image.fromarray(m).save(root/'masks'/f'{id}.png')
     return root
 
+def test_mask_of_a_turned_photo_names_the_exif_orientation(tmp_path):
+    "A phone photo stored sideways with EXIF orientation 6 and its mask drawn on the upright view: the size refusal suggests the rotation"
+    root = _folder(tmp_path, masks={'a b': np.zeros((8, 6), np.uint8)})
+    exif = Image.Exif(); exif[0x0112] = 6
+    Image.new('RGB', (8, 6)).save(root/'images'/'a b.jpg', exif=exif)
+    err = _fails(tmp_path, root, {'a b': np.zeros((8, 6), np.uint8)})
+    assert "is 6×8 but its image is 8×6" in err and "carries the EXIF orientation 6, turned by 90°" in err
+
 def test_folder_errors_through_aeft_eval(tmp_path):
     cases = [(dict(labels='id,split,labels\na b,train,cat|cow\n'), "labels.csv line 2 labels image 'a b' 'cow', a class"),
              (dict(labels='id,split,labels\na b,train,cat\nc,val,\na b,val,dog\n'), "labels.csv line 4 repeats the id 'a b' of line 2"),
