@@ -147,7 +147,7 @@ class EvalStage(DataOptions):
 
     def run(self):
         "Score the seeds (at every threshold) or the masks of `split` (default: train) or `ids`, write the JSON (and the plot) in `out` and print the table; returns {'out', 'images', 'seconds', 'miou', 'evaluated_on', 'files'} and, for seeds, 'threshold', 'chosen_on', 'released_range_threshold', 'released_range_miou', for masks 'kind'"
-        if (self.seeds is None) == (self.masks is None): raise ValueError("give exactly one of a seed folder (the positional argument) and --masks")
+        if (self.seeds is None) == (self.masks is None): raise ValueError("give exactly one of a seed folder (the positional argument or --seeds) and --masks")
         out, t0 = Path(self.out), time.time()
         truth = self.truth(self.progress)
         check_outside(out, data=truth.root)

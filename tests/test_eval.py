@@ -166,7 +166,7 @@ def test_masks_through_the_command(root, tmp_path):
     def message(*args):
         with pytest.raises(SystemExit) as e: aeft_eval(['--root', str(root), '--out', str(tmp_path/'o'), '--progress', 'False', *map(str, args)])
         return str(e.value)
-    assert message() == 'aeft_eval: give exactly one of a seed folder (the positional argument) and --masks'
+    assert message() == 'aeft_eval: give exactly one of a seed folder (the positional argument or --seeds) and --masks'
     assert message(tmp_path/'m', '--masks', tmp_path/'m').startswith('aeft_eval: give exactly one of')
     assert 'masks have none' in message('--masks', tmp_path/'m', '--choose_on', 'train_aug-train')
     assert f"aeft_eval: no mask for image" in message('--masks', tmp_path/'m', '--split', 'val')
