@@ -224,10 +224,14 @@ def _split_of(rows, source):
     return ids
 
 def _warn_unseen(names, rows, source):
-    "Warn, with their count, of the classes no image of split 'train' is labelled with"
-    seen = {k for s, ks in rows.values() if s == 'train' for k in ks}
+    "Warn, with their count, of the classes no image of split 'train' is labelled with, and of those every training image is labelled with"
+    train = [ks for s, ks in rows.values() if s == 'train']
+    seen = {k for ks in train for k in ks}
     if unseen := [n for k, n in enumerate(names) if k not in seen]:
         warnings.warn(f"{source}: {len(unseen)} of the {len(names)} classes have no training image (split train): {', '.join(unseen)}; the classifier never learns them")
+    if train and (always := [n for k, n in enumerate(names) if all(k in ks for ks in train)]):
+        warnings.warn(f"{source}: every one of the {len(train)} training images (split train) is labelled with {', '.join(always)}; the classifier learns where a class is "
+                      "only from images without it: add training images that do not show it (for one class, background-only images: an empty labels cell)")
 
 def folder_truth(root):
     "The `GroundTruth` of the folder dataset `root` (`FOLDER_LAYOUT`): the classes of classes.txt, the splits and image labels of labels.csv, the masks of masks/ where there are (scoring only); every listed image checked to be there and readable"

@@ -3,7 +3,7 @@ import json, warnings
 from pathlib import Path
 import numpy as np, pytest
 from PIL import Image
-from aeft.data import write_folder, write_cocofile
+from aeft.data import write_folder, write_cocofile, ground_truth
 from aeft.pipeline import named_recipe, dump_recipe, aeft_run
 from aeft.evaluate import aeft_eval
 from aeft.cam import aeft_cam
@@ -133,6 +133,9 @@ def test_unreadable_image_empty_split_and_unseen_class(tmp_path):
         with pytest.raises(SystemExit) as e: aeft_eval([str(tmp_path), '--data', 'folder', '--root', str(root), '--split', 'test', '--progress', 'False', '--out', str(tmp_path/'e')])
     err = str(e.value.code)
     assert "labels.csv lists no image of split 'test'; its splits: train (1 images), val (1 images)" in err
+    root = _folder(tmp_path/'y', classes='object\n', labels='id,split,labels\na b,train,object\nc,val,\n')   # one class on every training image
+    with pytest.warns(UserWarning, match=r"every one of the 1 training images \(split train\) is labelled with object; .* background-only images"):
+        ground_truth('folder', str(root))
 
 def test_cocofile_errors(tmp_path):
     root = write_cocofile(tmp_path/'export', ('a', 'b'), [('x', Image.new('RGB', (8, 6)), None, [0, 1])])
