@@ -19,7 +19,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from fastprogress.fastprogress import master_bar, progress_bar, IN_NOTEBOOK
-from .core import atomic_write, write_failure
+from .core import atomic_write, write_failure, stage_device
 from .artefacts import lock_folder, differing_inputs
 from .weights import check_finite
 from .optim import make_optimizer
@@ -105,9 +105,8 @@ class NonFiniteLoss(FloatingPointError):
 
 def pick_device(cfg):
     "The device `cfg.device` asks for: the process's GPU under 'auto' when there is one, else the CPU"
-    if cfg.device == 'cpu' or (cfg.device == 'auto' and not torch.cuda.is_available()): return torch.device('cpu')
-    if not torch.cuda.is_available(): raise ValueError("TrainConfig.device is 'cuda' but no GPU is visible")
-    return torch.device('cuda', int(os.environ.get('LOCAL_RANK', 0)))
+    if cfg.device == 'cuda' and not torch.cuda.is_available(): raise ValueError("TrainConfig.device is 'cuda' but no GPU is visible")
+    return torch.device(stage_device(cfg.device))      # under torchrun the GPU LOCAL_RANK
 
 def init_distributed(device):
     "Join the process group when launched by `torchrun` with more than one process (NCCL on GPUs, gloo on CPUs)"

@@ -170,14 +170,14 @@ def check_memory(image, model, stride=STRIDE, radius=5, walk='sparse', max_memor
     "The bytes one image file `image`, downscaled to `max_pixels`, needs in `aeft_pseudo` (the libraries, weights, input, then the largest of AffinityNet `model`'s forward pass, the walk, the CRF step); ValueError naming the image, its need and the option to change when over `max_memory` GB"
     W, H = Image.open(image).size                   # the header only
     try: need, parts, fixed = _need(model, *fit_size(W, H, max_pixels), stride, radius, walk, classes)
-    except ValueError as e: raise ValueError(f"image {image} ({W}×{H}): {e}") from None
+    except ValueError as e: raise ValueError(f"image {image} ({size_text(H, W)}): {e}") from None
     if need > max_memory*1e9:
         n = min(W*H, max_pixels or W*H)
         while n >= 64*64 and _need(model, *fit_size(W, H, n), stride, radius, walk, classes)[0] > max_memory*1e9: n = int(n*0.9)
         fix = "use --walk sparse (the same scores to 1e-4, memory linear in the pixels) or raise --max_memory" if walk == 'dense' else \
               f"raise --max_memory{f', or walk it downscaled with --max_pixels {n//1000*1000}' if n >= 64*64 else ''}"
         steps = ', '.join(f"{'the ' + walk + ' walk' if k == 'walk' else k} {v/1e9:.1f}" for k, v in parts.items())
-        raise ValueError(f"image {image} ({W}×{H}): needs {need/1e9:.1f} GB ({steps}; libraries, weights and input {fixed/1e9:.1f}), more than --max_memory {max_memory:g} GB; {fix}")
+        raise ValueError(f"image {image} ({size_text(H, W)}): needs {need/1e9:.1f} GB ({steps}; libraries, weights and input {fixed/1e9:.1f}), more than --max_memory {max_memory:g} GB; {fix}")
     return need
 
 # %% ../nbs/21_pseudo.ipynb #e2ab940d
