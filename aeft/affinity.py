@@ -4,12 +4,12 @@
 
 # %% auto #0
 __all__ = ['AFF_WIDTHS', 'AFF_DROPOUT', 'AFFINITY_BACKBONES', 'AFF_STRIDES', 'AFFINITY_MODEL_FIELDS', 'RELEASED_AFF_STEPS',
-           'SELECT_START', 'SELECT_EVERY', 'PSA_HEAD', 'affinity_checkpoint', 'aeft_affinity', 'displacements',
-           'radius_pairs', 'affinities', 'score_stack', 'confident_labels', 'pair_labels', 'levels_38d', 'levels_50',
-           'levels_tiny', 'AffinityNet', 'affinity_net', 'affinity_loss', 'released_share', 'AffinityConfig',
-           'build_affinity_model', 'affinity_step', 'init_affinity', 'checked_affinity_config', 'psa_affinity_model',
-           'load_affinity_model', 'random_crop', 'AffinityDataset', 'train_affinity', 'walk_miou', 'WalkSelectCB',
-           'best_walk', 'disc_pairs', 'pair_map', 'AffinityStage']
+           'SELECT_START', 'SELECT_EVERY', 'PSA_HEAD', 'aeft_affinity', 'displacements', 'radius_pairs', 'affinities',
+           'score_stack', 'confident_labels', 'pair_labels', 'levels_38d', 'levels_50', 'levels_tiny', 'AffinityNet',
+           'affinity_net', 'affinity_loss', 'released_share', 'AffinityConfig', 'build_affinity_model', 'affinity_step',
+           'init_affinity', 'checked_affinity_config', 'psa_affinity_model', 'load_affinity_model', 'random_crop',
+           'AffinityDataset', 'train_affinity', 'walk_miou', 'WalkSelectCB', 'best_walk', 'disc_pairs', 'pair_map',
+           'AffinityStage']
 
 # %% ../nbs/20_affinity.ipynb #e3986752
 import functools, json, os, time
@@ -296,8 +296,6 @@ def psa_affinity_model(sd, source='the state dict'):
                                         f"{len(missing)} keys missing ({', '.join(missing[:3])}), {len(bad)} unexpected or of another shape ({', '.join(bad[:3])})")
     model.load_state_dict(sd, strict=False)
     return model.eval(), cfg
-
-affinity_checkpoint = run_checkpoint   # the AffinityNet file `path` names: an aeft_affinity run folder's best.pt (the step the walk chose), else its last.pt; every stage's --ckpt reads so
 
 def load_affinity_model(path, device='cpu', **asked):
     "(AffinityNet in eval mode, its `AffinityConfig`) from a `best.pt`/`last.pt` of `aeft_affinity` or PSA's released AffinityNet (`psa_affinity_model`), checked against the model fields `asked`"

@@ -24,8 +24,8 @@ from torch.utils._pytree import tree_flatten
 from torch.utils._python_dispatch import TorchDispatchMode
 from fastprogress.fastprogress import progress_bar
 from .core import atomic_write, file_sha256, IMAGENET_STATS, check_outside, exit_with_parent, my_share, share_note, stage_device, Shard, size_text
-from .artefacts import claim_folder, read_manifest, MANIFEST
-from .affinity import radius_pairs, displacements, affinities, load_affinity_model, affinity_checkpoint
+from .artefacts import claim_folder, read_manifest, MANIFEST, run_checkpoint
+from .affinity import radius_pairs, displacements, affinities, load_affinity_model
 from .voc import load_image, save_mask
 from .cam import to_input, load_seeds, seed_file, check_seed_classes
 from .evaluate import as_truth
@@ -334,7 +334,7 @@ class PseudoStage(DataOptions):
         if self.walk not in WALKS: raise ValueError(f"--walk must be one of {', '.join(WALKS)}, got {self.walk!r}")
         if self.max_pixels is not None and self.max_pixels < 64*64: raise ValueError(f"--max_pixels must be at least 4096 (64×64), got {self.max_pixels}")
         dev = stage_device(self.device)
-        ckpt = affinity_checkpoint(self.ckpt)
+        ckpt = run_checkpoint(self.ckpt)
         model, cfg = load_affinity_model(ckpt, dev)
         truth = self.truth(self.progress)
         ids = self.image_ids(truth)
