@@ -47,7 +47,7 @@ def displacements(radius=5):
 def radius_pairs(h, w, radius=5):
     "(from, to): int64 tensors of flat row-major indices into an `h`×`w` grid, the pairs of `get_indices_of_pairs` of PSA, displacement by displacement"
     r = radius - 1
-    if h < r + 1 or w < 2*r + 1: raise ValueError(f"a grid of {h}×{w} is too small for radius {radius}: it needs at least {r + 1} rows and {2*r + 1} columns")
+    if h < r + 1 or w < 2*r + 1: raise ValueError(f"a grid of {w}×{h} positions (width × height) is too small for radius {radius}: it needs at least {r + 1} rows and {2*r + 1} columns")
     idx = torch.arange(h*w).view(h, w)
     src = idx[:h - r, r:w - r].reshape(-1)
     to = torch.cat([idx[dy:dy + h - r, r + dx:w - r + dx].reshape(-1) for dy, dx in displacements(radius)])

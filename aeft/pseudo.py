@@ -6,8 +6,8 @@
 __all__ = ['BG_POWER', 'STRIDE', 'BETA', 'LOGT', 'WALKS', 'MAX_MEMORY', 'CHUNK_BYTES', 'PROCESS_BYTES', 'CRF_T', 'ROUND_TRIP',
            'PAD_RGB', 'aeft_pseudo', 'pad_to', 'walk_scores', 'grid_scores', 'affinity_matrix', 'transition',
            'walk_dense', 'sparse_transition', 'walk_sparse', 'random_walk', 'walk_radius', 'walk_pairs', 'walk_memory',
-           'crf_memory', 'forward_memory', 'fit_size', 'check_memory', 'crf_image', 'embed', 'walk_image',
-           'pseudo_mask', 'run_pseudo', 'PseudoStage']
+           'crf_memory', 'forward_memory', 'fit_size', 'receptive_radius', 'memory_plan', 'check_memory', 'crf_image',
+           'embed', 'walk_image', 'pseudo_mask', 'run_pseudo', 'PseudoStage']
 
 # %% ../nbs/21_pseudo.ipynb #a59c1fdf
 import hashlib, io, json, os, time, warnings, weakref
@@ -16,7 +16,7 @@ from typing import Literal
 from concurrent.futures import ProcessPoolExecutor, wait, FIRST_COMPLETED
 from multiprocessing import get_context
 from pathlib import Path
-import numpy as np, torch, torch.nn.functional as F
+import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 from PIL import Image
 from fastcore.basics import ifnone
 from torch.func import functional_call
@@ -128,8 +128,8 @@ def walk_memory(h, w, dim, radius=5, walk='sparse', classes=21):
     return base + (80*e if walk == 'sparse' else 8*n*n)
 
 def crf_memory(H, W, classes=21):
-    "Bytes of the CRF step on an H×W image: twelve (`classes`, H, W) float32 arrays (the upsampled scores, pydensecrf's unary and mean-field arrays) and its lattice, measured: 6.4 GB at 3000×2000, 21 classes"
-    return 48*classes*H*W + 64*H*W
+    "Bytes of the CRF step on an H×W image with `classes` labels: 34 a pixel and label (the upsampled scores, pydensecrf's unary and mean-field arrays) and 202 a pixel (its lattices), fitted to peaks measured on random colours (the most lattice points) at 3000×2000: 6.4 GB with 21 labels, 2.7 GB with 3, the process's 0.83 GB included"
+    return (34*classes + 202)*H*W
 
 class _Peak(TorchDispatchMode):
     "The bytes of the tensors the operations create while they are alive, and their largest sum"
@@ -158,27 +158,62 @@ def fit_size(W, H, max_pixels=None):
     s = (max_pixels/(W*H))**0.5
     return max(1, int(W*s)), max(1, int(H*s))
 
-def _need(model, W, H, stride, radius, walk, classes):
-    "(bytes, {step: bytes}, the fixed bytes) of a W×H image"
+def receptive_radius(model, size=64):
+    "Input pixels on each side that one output of `model` can depend on: the sum of kernel//2 · dilation · the input's stride over its convolutions and poolings, traced on a `size`×`size` input on the meta device (exact for ResNets, whose shortcuts are 1×1; an upper bound otherwise)"
+    found, first = [], lambda v: max(v) if isinstance(v, tuple) else v
+    hook = lambda m, args, out: found.append(first(m.kernel_size)//2*first(getattr(m, 'dilation', 1))*(size//args[0].shape[-1]))
+    hooks = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d))]
+    state = {k: v.to('meta') for k, v in (*model.named_parameters(), *model.named_buffers())}
+    try:
+        with torch.no_grad(): functional_call(model, state, (torch.zeros(1, 3, size, size, device='meta'),))
+    finally:
+        for h in hooks: h.remove()
+    return sum(found)
+
+def _halo(model, stride): return -(-receptive_radius(model)//stride)*stride   # the margin of a tile: the receptive radius, a multiple of the stride
+
+def _need(model, W, H, stride, radius, walk, classes, tile=None):
+    "(bytes, {step: bytes}, the fixed bytes) of a W×H image; `tile`: AffinityNet on tiles of that side, each with its margin, filling the embedding"
     h, w = -(-H//stride), -(-W//stride)
-    fwd, shape = forward_memory(model, h*stride, w*stride)
+    if tile is None: fwd, shape = forward_memory(model, h*stride, w*stride)
+    else:
+        th, tw = (min(n*stride, tile + 2*_halo(model, stride)) for n in (h, w))
+        fwd, shape = forward_memory(model, th, tw)
+        fwd += 12*th*tw + 4*shape[1]*h*w                   # the tile's copy of the input, the whole embedding
     fixed = PROCESS_BYTES + sum(t.nbytes for t in (*model.parameters(), *model.buffers())) + 12*h*w*stride*stride
     parts = dict(AffinityNet=fwd, walk=walk_memory(h, w, shape[1], radius, walk, classes), CRF=crf_memory(h*stride, w*stride, classes))
     return fixed + max(parts.values()), parts, fixed
 
-def check_memory(image, model, stride=STRIDE, radius=5, walk='sparse', max_memory=MAX_MEMORY, classes=21, max_pixels=None):
-    "The bytes one image file `image`, downscaled to `max_pixels`, needs in `aeft_pseudo` (the libraries, weights, input, then the largest of AffinityNet `model`'s forward pass, the walk, the CRF step); ValueError naming the image, its need and the option to change when over `max_memory` GB"
+def memory_plan(model, W, H, stride=STRIDE, radius=5, walk='sparse', max_memory=MAX_MEMORY, classes=21, labels=None):
+    "(bytes, {step: bytes}, fixed bytes, tile side or None, CRF labels) of a W×H image in `aeft_pseudo`: as released (AffinityNet whole, the CRF step over all `classes` labels) when that fits `max_memory` GB; else AffinityNet on the largest square tiles that fit (`embed`: the same embedding to float32 rounding) and, when the CRF step over `classes` labels does not fit, over the image's `labels` only"
+    limit = max_memory*1e9
+    need, parts, fixed = _need(model, W, H, stride, radius, walk, classes)
+    if need <= limit: return need, parts, fixed, None, classes
+    k = classes if labels is None or fixed + crf_memory(H + -H % stride, W + -W % stride, classes) <= limit else labels
+    tile = None
+    if fixed + parts['AffinityNet'] > limit:
+        t, least = -(-max(W, H)//stride)*stride, max(stride, _halo(model, stride))
+        while t >= least and fixed + _need(model, W, H, stride, radius, walk, k, t)[1]['AffinityNet'] > limit: t = int(t*0.9)//stride*stride
+        tile = t if t >= least else None
+    return *_need(model, W, H, stride, radius, walk, k, tile), tile, k
+
+def _plan_memory(image, model, stride, radius, walk, max_memory, classes, max_pixels, labels):
+    "`memory_plan` of the image file `image` downscaled to `max_pixels`: (bytes, tile, CRF labels); ValueError naming the image, its need and the option to change when over `max_memory` GB"
     W, H = Image.open(image).size                   # the header only
-    try: need, parts, fixed = _need(model, *fit_size(W, H, max_pixels), stride, radius, walk, classes)
+    try: need, parts, fixed, tile, k = memory_plan(model, *fit_size(W, H, max_pixels), stride, radius, walk, max_memory, classes, labels)
     except ValueError as e: raise ValueError(f"image {image} ({size_text(H, W)}): {e}") from None
     if need > max_memory*1e9:
         n = min(W*H, max_pixels or W*H)
-        while n >= 64*64 and _need(model, *fit_size(W, H, n), stride, radius, walk, classes)[0] > max_memory*1e9: n = int(n*0.9)
+        while n >= 64*64 and memory_plan(model, *fit_size(W, H, n), stride, radius, walk, max_memory, classes, labels)[0] > max_memory*1e9: n = int(n*0.9)
         fix = "use --walk sparse (the same scores to 1e-4, memory linear in the pixels) or raise --max_memory" if walk == 'dense' else \
               f"raise --max_memory{f', or walk it downscaled with --max_pixels {n//1000*1000}' if n >= 64*64 else ''}"
         steps = ', '.join(f"{'the ' + walk + ' walk' if k == 'walk' else k} {v/1e9:.1f}" for k, v in parts.items())
         raise ValueError(f"image {image} ({size_text(H, W)}): needs {need/1e9:.1f} GB ({steps}; libraries, weights and input {fixed/1e9:.1f}), more than --max_memory {max_memory:g} GB; {fix}")
-    return need
+    return need, tile, k
+
+def check_memory(image, model, stride=STRIDE, radius=5, walk='sparse', max_memory=MAX_MEMORY, classes=21, max_pixels=None, labels=None):
+    "The bytes one image file `image`, downscaled to `max_pixels`, needs in `aeft_pseudo` (`memory_plan` with its `labels`: the libraries, weights, input, then the largest of AffinityNet `model`'s forward pass, the walk, the CRF step); ValueError naming the image, its need and the option to change when over `max_memory` GB"
+    return _plan_memory(image, model, stride, radius, walk, max_memory, classes, max_pixels, labels)[0]
 
 # %% ../nbs/21_pseudo.ipynb #e2ab940d
 CRF_T = 1   # mean-field iterations after the walk: crf_inference(..., t=1) in infer_aff.py of KAIST-vilab/AEFT (PSA's infer_aff.py has none: 0)
@@ -204,32 +239,47 @@ def crf_image(img, stride=STRIDE):
     return out
 
 # %% ../nbs/21_pseudo.ipynb #f5fac9ee
+def _tiled(model, x, stride, tile):
+    "`model`'s output (D, h, w) on the padded input `x` (1, 3, H, W), computed on `tile`×`tile` tiles, each widened by its margin (`receptive_radius`) to whole strides within the image, of which only the tile's own positions are kept"
+    halo, (H, W), out = _halo(model, stride), x.shape[-2:], None
+    for y in range(0, H, tile):
+        for x0 in range(0, W, tile):
+            ya, xa = max(0, y - halo), max(0, x0 - halo)
+            f = model(x[..., ya:min(H, y + tile + halo), xa:min(W, x0 + tile + halo)])[0].float()
+            if out is None: out = f.new_empty(f.shape[0], H//stride, W//stride)
+            hy, hx = (min(H, y + tile) - y)//stride, (min(W, x0 + tile) - x0)//stride
+            out[:, y//stride:y//stride + hy, x0//stride:x0//stride + hx] = f[:, (y - ya)//stride:(y - ya)//stride + hy, (x0 - xa)//stride:(x0 - xa)//stride + hx]
+    return out
+
 @torch.no_grad()
-def embed(model, img, stride=STRIDE):
-    "AffinityNet's embedding (D, h, w), float32, of PIL `img` ImageNet-normalised and zero-padded to a multiple of `stride` (infer_aff.py of KAIST-vilab/AEFT)"
+def embed(model, img, stride=STRIDE, tile=None):
+    "AffinityNet's embedding (D, h, w), float32, of PIL `img` ImageNet-normalised and zero-padded to a multiple of `stride` (infer_aff.py of KAIST-vilab/AEFT); `tile`: computed on tiles of that many pixels a side (a multiple of `stride`), each with the network's receptive radius around it: the same embedding, to float32 rounding, in less memory"
     p = next(model.parameters(), None)
     x = pad_to(to_input(img), stride)[None].to(p.device if p is not None else 'cpu')
-    f = model(x)[0].float()
+    if tile is not None and (tile % stride or tile < stride): raise ValueError(f"`tile` must be a positive multiple of the stride {stride}, got {tile}")
+    f = model(x)[0].float() if tile is None else _tiled(model, x, stride, tile)
     want = (x.shape[-2]//stride, x.shape[-1]//stride)
     if tuple(f.shape[-2:]) != want:
-        raise ValueError(f"AffinityNet's embedding of a {x.shape[-2]}×{x.shape[-1]} input is {f.shape[-2]}×{f.shape[-1]}, not the {want[0]}×{want[1]} grid of stride {stride}")
+        raise ValueError(f"AffinityNet's embedding of a {size_text(*x.shape[-2:])} input is {size_text(*f.shape[-2:])}, not the {size_text(*want)} grid of stride {stride}")
     return f
 
-def walk_image(model, img, seeds, beta=BETA, logt=LOGT, bg_power=BG_POWER, radius=5, walk='sparse', stride=STRIDE, num_classes=20):
-    "The walked scores (1 + `num_classes`, h, w) on the stride grid of PIL `img` with `seeds` ({class: (H, W) map}), AffinityNet `model`'s affinities within `walk_radius`, `CHUNK_BYTES` at a time"
-    f = embed(model, img, stride)
+def walk_image(model, img, seeds, beta=BETA, logt=LOGT, bg_power=BG_POWER, radius=5, walk='sparse', stride=STRIDE, num_classes=20, tile=None):
+    "The walked scores (1 + `num_classes`, h, w) on the stride grid of PIL `img` with `seeds` ({class: (H, W) map}), AffinityNet `model`'s affinities within `walk_radius`, `CHUNK_BYTES` at a time; `tile`: the forward pass on tiles (`embed`)"
+    f = embed(model, img, stride, tile)
     x = grid_scores(seeds, (img.height, img.width), bg_power, stride, num_classes).to(f.device)
     h, w = x.shape[1:]
     pairs = radius_pairs(h, w, walk_radius(h, w, radius))
     aff = affinities(f[None], pairs, chunk=max(1, CHUNK_BYTES//(12*len(f))))[0]
     return random_walk(x.flatten(1), aff, pairs, beta, logt, walk).view(-1, h, w)
 
-def pseudo_mask(img, walked, crf=CRF_T, stride=STRIDE):
-    "(H, W) uint8 labels of PIL `img`: `walked` (C, h, w) upsampled bilinearly by `stride`, `crf` mean-field iterations on `crf_image` (0: none, as PSA), argmax, cropped"
+def pseudo_mask(img, walked, crf=CRF_T, stride=STRIDE, labels=None):
+    "(H, W) uint8 labels of PIL `img`: `walked` (C, h, w) upsampled bilinearly by `stride`, `crf` mean-field iterations on `crf_image` (0: none, as PSA), argmax, cropped; `labels`: only those channels, in increasing order (the released code keeps all C)"
+    if labels is not None: walked = torch.as_tensor(walked)[list(labels)]
     h, w = walked.shape[-2:]
     up = F.interpolate(walked[None].float().cpu(), size=(h*stride, w*stride), mode='bilinear', align_corners=False)[0]
     if crf: up = torch.from_numpy(dense_crf(crf_image(img, stride), up.numpy(), crf))
-    return up.argmax(0)[:img.height, :img.width].numpy().astype(np.uint8)
+    m = up.argmax(0)[:img.height, :img.width]
+    return (m if labels is None else torch.as_tensor(labels)[m]).numpy().astype(np.uint8)
 
 # %% ../nbs/21_pseudo.ipynb #a36d4d95
 def _plan(seeds, truth, out, ids, num_classes):
@@ -262,44 +312,63 @@ def _fit(img, seeds, max_pixels):
     resize = lambda v: F.interpolate(torch.as_tensor(v)[None, None], size=size[::-1], mode='bilinear', align_corners=False)[0, 0].numpy()
     return img.resize(size, Image.BILINEAR), {k: resize(v) for k, v in seeds.items()}
 
-def _finish(image, walked, crf, stride, path, max_pixels=None):
-    "Upsample, CRF and argmax the `walked` scores of the image file `image` (downscaled to `max_pixels`) and write the mask, at the image's size (nearest), to `path`"
+def _plans(files, model, stride, radius, walk, max_memory, classes, max_pixels):
+    "{id: (tile, whether the CRF step keeps only the image's labels)} of the images of `files` ({id: (image, seed file)}) whose released computation needs more than `max_memory` GB (`memory_plan`), the largest first down to the first that fits; ValueError naming the first that does not fit even so, before any image is run"
+    sizes = {id: fit_size(*Image.open(f[0]).size, max_pixels) for id, f in files.items()}   # the headers only
+    plans, known = {}, {}
+    for id in sorted(files, key=lambda i: -sizes[i][0]*sizes[i][1]):   # the need grows with the pixels
+        try: fits = _need(model, *sizes[id], stride, radius, walk, classes)[0] <= max_memory*1e9
+        except ValueError as e: raise ValueError(f"image {files[id][0]} ({size_text(*Image.open(files[id][0]).size[::-1])}): {e}") from None
+        if fits: break                                                      # it and every smaller image: as released
+        labels = 1 + len(load_seeds(files[id][1], classes - 1))
+        if (key := (sizes[id], labels)) not in known:
+            known[key] = _plan_memory(files[id][0], model, stride, radius, walk, max_memory, classes, max_pixels, labels)[1:]
+        plans[id] = (known[key][0], known[key][1] < classes)
+    return plans
+
+def _finish(image, walked, crf, stride, path, max_pixels=None, labels=None):
+    "Upsample, CRF and argmax the `walked` scores of the image file `image` (downscaled to `max_pixels`), only its channels `labels` if given, and write the mask, at the image's size (nearest), to `path`"
     img = load_image(image)
-    m = pseudo_mask(_fit(img, {}, max_pixels)[0], torch.as_tensor(walked), crf, stride)
+    m = pseudo_mask(_fit(img, {}, max_pixels)[0], torch.as_tensor(walked), crf, stride, labels)
     save_mask(m if m.shape == (img.height, img.width) else np.asarray(Image.fromarray(m).resize(img.size, Image.NEAREST)), path)
 
 # %% ../nbs/21_pseudo.ipynb #53f0413a
 def run_pseudo(model, seeds, root, out, ids, beta=BETA, logt=LOGT, bg_power=BG_POWER, crf=CRF_T, walk='sparse', radius=5, stride=STRIDE,
                num_classes=None, source=None, workers=1, progress=True, max_memory=MAX_MEMORY, max_pixels=None):
-    "Pseudo masks `out/<id>.png` of the images `ids` of `root` (a VOC root or a `GroundTruth`, e.g. COCO's) from the seeds in `seeds` and AffinityNet `model` (described in the manifest by `source`); `num_classes` None: the data's (20, 80); refused before any is run when its largest image needs more than `max_memory` GB (`check_memory`); images of more than `max_pixels` pixels walked downscaled, their masks upsampled; returns the number written"
+    "Pseudo masks `out/<id>.png` of the images `ids` of `root` (a VOC root or a `GroundTruth`, e.g. COCO's) from the seeds in `seeds` and AffinityNet `model` (described in the manifest by `source`); `num_classes` None: the data's (20, 80); an image whose released computation needs more than `max_memory` GB runs AffinityNet in tiles and, if still needed, its CRF step over its own labels (`memory_plan`), one that does not fit even so is refused before any is run; images of more than `max_pixels` pixels walked downscaled, their masks upsampled; returns the number written"
     if walk not in WALKS: raise ValueError(f"`walk` must be one of {tuple(WALKS)}, got {walk!r}")
     if logt < 0 or crf < 0 or beta <= 0: raise ValueError(f"need logt >= 0, crf >= 0 and beta > 0, got logt={logt}, crf={crf}, beta={beta}")
     out, ids, truth = Path(out), list(ids), as_truth(root)
     num_classes = ifnone(num_classes, len(truth.names) - 1)
     files = _plan(seeds, truth, out, ids, num_classes)
-    largest = max((f[0] for f in files.values()), key=lambda f: np.prod(Image.open(f).size))   # the need grows with the pixels
-    check_memory(largest, model, stride, radius, walk, max_memory, 1 + num_classes, max_pixels)
+    plans = _plans(files, model, stride, radius, walk, max_memory, 1 + num_classes, max_pixels)
     claim_folder(out, dict(stage='pseudo', seeds=str(Path(seeds).resolve()), model=source, beta=beta, logt=logt, bg_power=bg_power, crf=crf,
-                     radius=radius, stride=stride, num_classes=num_classes, **({} if max_pixels is None else dict(max_pixels=max_pixels))), 'pseudo masks',
-                 names=dict(crf='crf_iters'))
+                     radius=radius, stride=stride, num_classes=num_classes, max_memory=max_memory, **({} if max_pixels is None else dict(max_pixels=max_pixels))),
+                 'pseudo masks', names=dict(crf='crf_iters'), defaults=dict(max_memory=MAX_MEMORY))   # folders before --max_memory chose the plan: 4 GB
     todo = [id for id in ids if not (out/f'{id}.png').exists()]
+    if big := [id for id in todo if id in plans]:
+        tiles = {plans[id][0] for id in big} - {None}
+        print(f"aeft_pseudo: {len(big)} image{'s need' if len(big) > 1 else ' needs'} more than --max_memory {max_memory:g} GB as released: "
+              + ', '.join(filter(None, [tiles and f"AffinityNet in tiles of {'/'.join(map(str, sorted(tiles)))} pixels (the same embedding to float32 rounding)",
+                                        any(plans[id][1] for id in big) and "the CRF step over each image's own labels"])), flush=True)
     def walked(id):
         img = load_image(files[id][0]); img, seeds = _fit(img, _seeds(files[id][1], img, num_classes), max_pixels)
+        tile, own = plans.get(id, (None, False))
         try:
-            w = walk_image(model, img, seeds, beta, logt, bg_power, radius, walk, stride, num_classes)
+            w = walk_image(model, img, seeds, beta, logt, bg_power, radius, walk, stride, num_classes, tile)
             if not torch.isfinite(w).all(): raise ValueError("the random walk gave scores that are not finite (NaN or inf); no mask written for it")
-            return w.cpu().numpy()
+            return dict(walked=w.cpu().numpy(), labels=[0, *(k + 1 for k in sorted(seeds))] if own else None)
         except ValueError as e: raise ValueError(f"image {files[id][0]} ({size_text(img.height, img.width)}): {e}") from None
     bar = (lambda it: progress_bar(it, leave=False)) if progress else (lambda it: it)
     if workers <= 1 or len(todo) <= 1:
-        for id in bar(todo): _finish(files[id][0], walked(id), crf, stride, out/f'{id}.png', max_pixels)
+        for id in bar(todo): _finish(files[id][0], crf=crf, stride=stride, path=out/f'{id}.png', max_pixels=max_pixels, **walked(id))
         return len(todo)
     ctx = get_context('spawn' if torch.cuda.is_initialized() else 'fork')   # a forked child of a CUDA process cannot be trusted
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=exit_with_parent, initargs=(os.getpid(), 1)) as ex:
         try:
             pending = set()
             for id in bar(todo):
-                pending.add(ex.submit(_finish, files[id][0], walked(id), crf, stride, out/f'{id}.png', max_pixels))
+                pending.add(ex.submit(_finish, files[id][0], crf=crf, stride=stride, path=out/f'{id}.png', max_pixels=max_pixels, **walked(id)))
                 if len(pending) >= 2*workers:
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
                     for f in done: f.result()
@@ -320,7 +389,7 @@ class PseudoStage(DataOptions):
     bg_power: int = BG_POWER     # background power: (1 - max seed)^bg_power, 19, --dup of the best setting in the README of KAIST-vilab/AEFT (PSA's: --alpha 16)
     crf_iters: int = CRF_T       # CRF mean-field iterations: 1 after the walk, crf_inference(..., t=1) in infer_aff.py of KAIST-vilab/AEFT (PSA's: none, 0)
     walk: Literal['sparse', 'dense'] = 'sparse'  # the walk's computation: 'sparse' (S ← S·T repeated; faster) or 'dense' (T squared as a dense matrix: the released computation); same scores to 1e-4
-    max_memory: float = MAX_MEMORY  # most memory in GB one image may need: 4; the walk's affinities are computed in chunks, and a run whose largest image needs more (`check_memory`: AffinityNet, the walk, the CRF step) is refused before it starts
+    max_memory: float = MAX_MEMORY  # most memory in GB one image may need: 4; an image that needs more as released (`memory_plan`: AffinityNet, the walk in chunks, the CRF step) runs AffinityNet in tiles (the same embedding to float32 rounding) and, if still needed, its CRF step over its own labels only; a run with an image that needs more even so is refused before it starts
     max_pixels: int = None       # most input pixels in one batch (one image here): a larger image is walked downscaled to this many pixels, its mask upsampled (nearest); default none, the full size as infer_aff.py of KAIST-vilab/AEFT
     radius: int = None           # pair radius: default the checkpoint's (5, networks/resnet38_aff.py), shrunk on grids narrower than 2·radius + 1 as there
     num_classes: int = None      # classes (no background) the seed files may hold; default the data's: 20 (VOC), 80 (COCO)

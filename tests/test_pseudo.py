@@ -432,3 +432,45 @@ def test_max_pixels_walks_downscaled(tmp_path):
     assert run('aeft_pseudo', seeds, tmp_path/'aff.pt', '--root', root, '--ids', idf, '--out', tmp_path/'p', '--processes', 1, '--max_memory', limit, '--max_pixels', n).returncode == 0
     with pytest.raises(SystemExit) as e: aeft_pseudo(argv(seeds, tmp_path/'aff.pt', out=tmp_path/'q', max_pixels=100, **common))
     assert str(e.value) == 'aeft_pseudo: --max_pixels must be at least 4096 (64×64), got 100'
+
+def test_an_image_over_max_memory_runs_in_tiles_then_over_its_own_labels(tmp_path, monkeypatch, capsys):
+    "An image that needs more than --max_memory as released runs AffinityNet in tiles (the same masks), then, if still needed, its CRF step over its own labels (the masks nearly the same); the plan is said once, --max_memory is in the manifest"
+    import aeft.pseudo as P
+    from aeft.affinity import load_affinity_model
+    root = tmp_path/'sample'; shutil.copytree(SAMPLE, root)                          # genuine photographs, 500×375 at most
+    ids = voc_splits(root, verbose=False)['train'][:2]
+    seeds = write_seeds(root, ids, tmp_path/'seeds')
+    cfg = AffinityConfig.synthetic(device='cpu')
+    torch.save(dict(model=build_affinity_model(cfg).state_dict(), config=asdict(cfg)), tmp_path/'aff.pt')
+    model = load_affinity_model(tmp_path/'aff.pt', 'cpu')[0]
+    idf = tmp_path/'ids.txt'; idf.write_text('\n'.join(ids) + '\n')
+    go = lambda out, **kw: aeft_pseudo(argv(seeds, tmp_path/'aff.pt', root=root, ids=idf, out=tmp_path/out, processes=1, progress=False, **kw))
+    masks = lambda out: [read_mask(tmp_path/out/f'{id}.png') for id in ids]
+    go('released')
+    assert json.loads((tmp_path/'released'/MANIFEST).read_text())['max_memory'] == 4.0
+    W, H = max((Image.open(voc_root(root)/'JPEGImages'/f'{id}.jpg').size for id in ids), key=lambda s: s[0]*s[1])
+    # AffinityNet's forward pass the largest step (the walk's and the CRF step's needs set aside: the tiny network's pass is small): a limit between the tiles' need and the whole pass's
+    with monkeypatch.context() as m:
+        m.setattr(P, 'crf_memory', lambda H, W, classes=21: 0); m.setattr(P, 'walk_memory', lambda *a, **kw: 0)
+        need, parts, fixed = P._need(model, W, H, 4, 5, 'sparse', 21)
+        limit = (fixed + P._need(model, W, H, 4, 5, 'sparse', 21, tile=128)[1]['AffinityNet'])/1e9
+        assert fixed + parts['AffinityNet'] > limit*1e9                               # the whole pass does not fit, tiles of 128 pixels do
+        _, _, _, tile, k = P.memory_plan(model, W, H, 4, 5, 'sparse', limit, 21, labels=3)
+        assert tile is not None and tile % 4 == 0 and 128 <= tile < max(W, H) and k == 21
+        capsys.readouterr(); go('tiled', max_memory=limit)
+        assert 'AffinityNet in tiles of ' in capsys.readouterr().out
+    assert all((a == b).mean() > 0.999 for a, b in zip(masks('tiled'), masks('released')))
+    # the CRF step the largest (the walk's need set aside): a limit below its need over 21 labels, above its need over the image's own
+    own = max(1 + len(load_seeds(seeds/f'{id}.npy')) for id in ids)
+    monkeypatch.setattr(P, 'walk_memory', lambda *a, **kw: 0)
+    _, parts, fixed = P._need(model, W, H, 4, 5, 'sparse', 21)
+    limit = (fixed + max(parts['AffinityNet'], P.crf_memory(-(-H//4)*4, -(-W//4)*4, own)))/1e9
+    assert fixed + parts['CRF'] > limit*1e9
+    capsys.readouterr(); go('own', max_memory=limit)
+    out = capsys.readouterr().out
+    assert "the CRF step over each image's own labels" in out and 'tiles' not in out
+    assert json.loads((tmp_path/'own'/MANIFEST).read_text())['max_memory'] == limit
+    for id, a, b in zip(ids, masks('own'), masks('released')):
+        assert (a == b).mean() > 0.999 and set(np.unique(a)) <= {0} | {k + 1 for k in load_seeds(seeds/f'{id}.npy')}
+    with pytest.raises(SystemExit) as e: go('own')
+    assert f'max_memory={limit}, not max_memory=4.0' in str(e.value)
