@@ -5,11 +5,11 @@
 # %% auto #0
 __all__ = ['SPECS', 'BUDGET', 'METRICS', 'LOWER_BETTER', 'CHAIN', 'STAGE_SCORES', 'PREDICT_TEST', 'spec_config', 'region_scores',
            'run_one', 'done_runs', 'run_grid', 'load_results', 'summarise', 'paired', 'verdict', 'collect_curves',
-           'first_images', 'chain_data', 'trained_epochs', 'chain_one', 'chain_grid']
+           'first_images', 'chain_data', 'trained_epochs', 'chain_recipe', 'chain_one', 'chain_grid']
 
 # %% ../nbs/24_benchmark.ipynb #c626e610
 import copy, fcntl, json, time, warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import asdict
 from pathlib import Path
 import torch, torch.nn.functional as F
@@ -21,15 +21,12 @@ from .config import TrainConfig, build_model, datasets
 from .learner import Learner, read_log
 from .metrics import cam_to_pred, choose_threshold, cam_sweep, image_cams
 from .core import atomic_write
-from .voc import to_voc, read_ids, VOCDataset
-from .learner import load_checkpoint
-from .cam import infer_seeds
-from .evaluate import evaluate_seeds, evaluate_masks
-from .crf import ALPHAS, run_crf, crf_folder
-from .affinity import AffinityConfig, AffinityDataset, build_affinity_model, init_affinity, train_affinity, load_affinity_model
-from .pseudo import run_pseudo
-from .segment import SegmentConfig, PseudoMaskDataset, segment_transform, build_segmenter, segment_learner, load_segmenter
-from .predict import SplitImages, predict_split
+from .voc import to_voc, read_ids
+from .evaluate import evaluate_masks
+from .crf import ALPHAS, crf_folder
+from .affinity import AffinityConfig
+from .segment import SegmentConfig
+from .pipeline import run_recipe, _changed
 
 # %% ../nbs/24_benchmark.ipynb #b6723448
 SPECS = {  # name: (question it answers, switches); the order is the order of importance the sweep runs in
@@ -197,8 +194,25 @@ def trained_epochs(path):
     "How many epochs the `Learner` checkpoint `path` has trained"
     return torch.load(path, map_location='cpu', weights_only=False)['epoch']
 
+def chain_recipe(cfg, ckpt, voc, out, chain=None):
+    "The `aeft.pipeline` recipe of the chain in the run folder `out`: the classifier `ckpt` (of `TrainConfig` `cfg`) on the VOC-format folder `voc`, seeds of train and val, the CRF, AffinityNet, the walk and the segmentation network on train, predictions of test; seeds scored on train at the threshold chosen on val; writes the ids files it names in `out/ids`"
+    c, k, out = {**CHAIN, **(chain or {})}, cfg.num_classes, Path(out)
+    files = dict(seeded=('train', 'val'), test=('test',))                  # predict writes out/predict/<the ids file's name>
+    (out/'ids').mkdir(parents=True, exist_ok=True)
+    for f, splits in files.items():
+        if not (out/'ids'/f'{f}.txt').is_file():
+            text = ''.join(f'{i}\n' for s in splits for i in _ids(voc, s))
+            atomic_write(out/'ids'/f'{f}.txt', lambda h: h.write(text.encode()))
+    on_train = dict(split='train', num_classes=k, processes=1)   # one process: the benchmark's runs share the machine's cores
+    return dict(recipe='benchmark chain', data='voc', root=str(voc), classifier=str(ckpt),
+                cam=dict(ids=str(out/'ids'/'seeded.txt'), device='cpu'), crf=on_train,
+                affinity=dict(_changed(AffinityConfig.synthetic(epochs=c['aff_epochs'], device='cpu'), AffinityConfig()), split='train', select_on='none'),
+                pseudo=dict(on_train, device='cpu'),
+                segment=dict(_changed(SegmentConfig.synthetic(num_classes=k + 1, iterations=c['seg_iterations']), SegmentConfig()), split='train'),
+                predict=dict(PREDICT_TEST, ids=str(out/'ids'/'test.txt'), device='cpu'), eval=dict(split='train', choose_on='val'))
+
 def chain_one(name, seed, root='runs/chain', runs='runs/benchmark_preset', budget=None, chain=None, progress=False):
-    "Carry the trained classifier `runs/NAME_seedS` of `spec_config(name, seed, budget)` through seeds, CRF, AffinityNet, random walk and segmentation in `root`; one row of scores per stage"
+    "Carry the trained classifier `runs/NAME_seedS` of `spec_config(name, seed, budget)` through seeds, CRF, AffinityNet, random walk and segmentation in `root` by `aeft.pipeline.run_recipe` (`chain_recipe`); one row of scores per stage and the run's report"
     c, cfg, key = {**CHAIN, **(chain or {})}, spec_config(name, seed, budget), f"{name.replace(' ', '_')}_seed{seed}"
     out, ckpt = Path(root)/key, Path(runs)/key/'last.pt'
     if (out/'row.json').exists(): return json.loads((out/'row.json').read_text())
@@ -206,35 +220,20 @@ def chain_one(name, seed, root='runs/chain', runs='runs/benchmark_preset', budge
     if (e := trained_epochs(ckpt)) < cfg.epochs: raise ValueError(f"classifier {ckpt} has trained {e} of its {cfg.epochs} epochs; let it finish first")
     voc = chain_data(cfg, root, c['n_images'])
     train, val, test = (_ids(voc, s) for s in ('train', 'val', 'test'))
-    secs, t = {}, [time.time()]
-    def lap(stage): secs[stage] = round(time.time() - t[0], 1); t[0] = time.time()
-    with warnings.catch_warnings():
+    t, recipe = time.time(), chain_recipe(cfg, ckpt, voc, out, c)
+    with warnings.catch_warnings(), open(out/'run.log', 'a') as log, redirect_stdout(log):
         warnings.simplefilter('ignore')                  # the splits' sizes are not VOC's
-        model, _ = load_checkpoint(ckpt, head=cfg.head, num_classes=cfg.num_classes)
-        infer_seeds(model, VOCDataset(voc, train + val), out/'seeds', progress=progress); lap('seeds')
-        run_crf(out/'seeds', voc, out/'crf', train, ALPHAS, num_classes=cfg.num_classes, progress=progress); lap('crf')
-        acfg = AffinityConfig.synthetic(epochs=c['aff_epochs'], device='cpu')
-        ads = AffinityDataset(voc, crf_folder(out/'crf', acfg.low_alpha), crf_folder(out/'crf', acfg.high_alpha), train, crop=acfg.crop,
-                              stride=acfg.stride, jitter=acfg.jitter, long_side=acfg.long_side)
-        aff = build_affinity_model(acfg)
-        acfg.init = init_affinity(aff, acfg, ckpt=str(ckpt))
-        train_affinity(aff, ads, acfg, out/'affinity', resume=True, progress=progress); lap('affinity')
-        aff, acfg = load_affinity_model(out/'affinity'/'last.pt')
-        run_pseudo(aff, out/'seeds', voc, out/'pseudo', train, radius=acfg.radius, stride=acfg.stride, num_classes=cfg.num_classes,
-                   source=str((out/'affinity'/'last.pt').resolve()), progress=progress); lap('pseudo')
-        scfg = SegmentConfig.synthetic(num_classes=cfg.num_classes + 1, iterations=c['seg_iterations'])
-        sds = PseudoMaskDataset(voc, out/'pseudo', train, transform=segment_transform(scfg.crop_size, scfg.scales, scfg.flip), num_classes=scfg.num_classes)
-        segment_learner(build_segmenter(scfg), sds, scfg, out/'segment', progress=progress).fit(resume=True); lap('segment')
-        seg, _ = load_segmenter(out/'segment'/'last.pt')
-        predict_split(seg, SplitImages(voc, 'test'), out/'predict', **PREDICT_TEST, progress=progress); lap('predict')
-        s = evaluate_seeds(out/'seeds', voc, train, choose_on=val, progress=False)
-        m = {k: evaluate_masks(f, voc, ids, progress=False) for k, f, ids in
-             (('crf', crf_folder(out/'crf', ALPHAS[0]), train), ('crf_high', crf_folder(out/'crf', ALPHAS[1]), train),
-              ('pseudo', out/'pseudo', train), ('segment', out/'predict', test))}
-        lap('scores')
+        rows = {r['stage']: r for r in run_recipe(recipe, out, progress=progress)}
+        read = lambda f: json.loads(Path(f).read_text())
+        s = read(out/'eval'/'seeds'/'seed_eval.json')
+        m = dict(crf=read(out/'eval'/'crf'/'mask_eval.json'), crf_high=evaluate_masks(crf_folder(out/'crf', ALPHAS[1]), voc, train, progress=False),
+                 pseudo=read(out/'eval'/'pseudo'/'mask_eval.json'), segment=read(out/'predict'/'test'/'scores.json'))
+    secs = {st: rows[k]['seconds'] for st, k in (('seeds', 'cam'), ('crf', 'crf'), ('affinity', 'affinity'), ('pseudo', 'pseudo'), ('segment', 'segment'), ('predict', 'predict'))}
+    secs['scores'] = round(time.time() - t - sum(secs.values()), 1)   # aeft_run's scoring, the CRF at the high alpha, loading
     row = dict(name=name, group=SPECS[name][0], seed=seed, **{f'seed_{k}': s[k] for k in STAGE_SCORES}, seed_threshold=s['threshold'],
                **{f'{st}_{k}': r[k] for st, r in m.items() for k in STAGE_SCORES}, segment_iou=m['segment']['iou'],
-               seconds=secs, chain=c, budget={**BUDGET, **(budget or {})}, images=dict(train=len(train), val=len(val), test=len(test)))
+               seconds=secs, chain=c, budget={**BUDGET, **(budget or {})}, images=dict(train=len(train), val=len(val), test=len(test)),
+               report=str(out/'report.json'))
     atomic_write(out/'row.json', lambda f: f.write(json.dumps(row).encode()))
     return row
 
