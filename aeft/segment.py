@@ -44,13 +44,13 @@ PSA_DROPOUT, PSA_FROZEN = (0.3, 0.5), ('conv1a',)   # b6, b7 dropout and `not_tr
 _RATES = dict(resnet38d=DEEPLAB_V2_RATES, tiny=(1, 2, 3, 4), resnet101=(), resnet50=())
 
 def _need(ok, name, msg):
-    if not ok: raise ValueError(f"SegmentConfig.{name} {msg}")
+    if not ok: raise ValueError(f"SegmentConfig.{name}{f' (option {SegmentConfig.FLAGS[name]})' if name in SegmentConfig.FLAGS else ''} {msg}")
 
 @dataclass
 class SegmentConfig:
     "The segmentation network and its training; defaults: DeepLab-v2's VOC recipe (kazuto1011/deeplab-pytorch `configs/voc12.yaml`, `main.py`) on PSA's ResNet-38d"
     backbone: str = 'resnet38d'      # backbone: 'resnet38d' (ResNet-38d + ASPP, the paper's DeepLab), 'resnet101' or 'resnet50' (torchvision's DeepLabV3), 'tiny' (CPU); one of SEGMENTERS
-    num_classes: int = 21            # classes (background included): 21 for VOC (N_CLASSES), 81 for COCO
+    num_classes: int = 21            # labels the network predicts, the background included (--num_classes of the other commands counts the classes without it): 21 for VOC (N_CLASSES), 81 for COCO
     rates: tuple = None              # ASPP dilation rates; None: (6, 12, 18, 24) (ATROUS_RATES), (1, 2, 3, 4) for tiny, () for DeepLabV3 (its own 12, 24, 36)
     width: int = 16                  # channels of the tiny backbone's first stage (tiny only)
     dropout: tuple = None            # channel dropout of ResNet-38d's b6 and b7 (ResNet-38d only); None: PSA_DROPOUT
@@ -75,7 +75,7 @@ class SegmentConfig:
     compile: bool = False            # train through torch.compile
     device: str = 'auto'             # where the networks run: 'auto' (a GPU when there is one), 'cpu' or 'cuda'
     classes: tuple = None            # class names (background excluded) of your own data, recorded with the network; None for VOC, COCO and the shapes
-    FLAGS = {'scales': 'train_scales', 'flip': 'train_flip'}   # options of another name: `--scales` and `--flip` are inference's in the other commands
+    FLAGS = {'scales': 'train_scales', 'flip': 'train_flip', 'num_classes': 'num_labels'}   # options of another name: `--scales`, `--flip` are inference's and `--num_classes` counts no background in the other commands
     HIDDEN = ('classes',)            # read from the data (`from_options`), not an option
 
     def __post_init__(self):
@@ -388,7 +388,7 @@ scales 0.5 and 0.75), seed=5137 (aeft's). With --data coco: SegmentConfig.coco, 
 and 81 classes (COCO 2014's 80 and the background)."""
 
 aeft_segment = command(SegmentStage, SegmentStage.run, 'aeft_segment', positional=('masks',), doc=SEGMENT_DOC,
-                               expected=(ValueError, OSError, NonFiniteLoss), old=dict(OLD_DATA, network='backbone'))
+                               expected=(ValueError, OSError, NonFiniteLoss), old=dict(OLD_DATA, network='backbone', num_classes='num_labels'))
 
 # %% ../nbs/22_segment.ipynb #f79698e0
 def segment_speed(backbone='resnet38d', batch_size=2, size=128, steps=3, warmup_steps=1, bf16=False, device='cpu'):

@@ -125,8 +125,8 @@ def test_dumped_voc_recipe_on_own_data_is_checked_before_any_stage(tmp_path):
     text = text.replace('num_classes = 20\n', '', 1)
     assert refused(text).startswith(f"""aeft_run: {toml}: [cam] split = "train_aug": {folder/'labels.csv'} lists no image of split 'train_aug'""")
     text = text.replace('split = "train_aug"\n', '')
-    assert refused(text) == f"aeft_run: {toml}: [segment] num_classes is 21 but the data has 2 classes and the background; leave it out"
-    text = text.replace('num_classes = 21\n', '')
+    assert refused(text) == f"aeft_run: {toml}: [segment] num_labels is 21 but the data has 2 classes and the background; leave it out"
+    text = text.replace('num_labels = 21\n', '')
     assert refused(text.replace('[train]\n', '[train]\nselect_on = "val"\n')) == \
         f"""aeft_run: {toml}: [train] select_on = "val": no image of val has a mask in {folder} to score on; set select_on = "none\""""
     assert refused(text.replace(f'data = "folder"\nroot = "{folder}"', f'data = "cocofile"\nroot = "{export}"')).startswith(

@@ -59,7 +59,7 @@ def test_sigkill_at_a_random_moment_then_resume_gives_the_same_weights(fixture, 
     with torch.no_grad(): assert net(torch.zeros(1, 3, 40, 56)).shape == (1, 21, 10, 14)
     with pytest.raises(ValueError, match="holds a network made with num_classes=21, not num_classes=7"):
         load_segmenter(tmp_path/'a'/'last.pt', num_classes=7)
-    m = message(str(masks), root=str(root), out=str(tmp_path/'a'), resume=True, num_classes=7)
+    m = message(str(masks), root=str(root), out=str(tmp_path/'a'), resume=True, num_labels=7)
     assert "last.pt was written with another config" in m and "'num_classes': (7, 21)" in m     # resuming for another class count
 
 def test_aeft_segment_on_the_voc_sample(tmp_path):
@@ -97,7 +97,7 @@ def test_errors(fixture, tmp_path):
     save_mask(np.full((h, w), 21, np.uint8), some/gone[0].name)
     assert f'mask {some/gone[0].name} holds values 21 that are not class indices' in message(str(some), **kw)
     shutil.copy(masks/gone[0].name, some)
-    m = message(str(some), num_classes=2, **kw)
+    m = message(str(some), num_labels=2, **kw)
     assert 'holds class' in m and 'but the network has 2 classes (values 0–1, and 255 ignored)' in m
     # options and init
     assert "`opts` item 'colour=red' is not name=value" in message(str(masks), opts='colour=red', **kw)
@@ -197,7 +197,7 @@ def test_coco_errors(coco, tmp_path):
     m = message(str(bad), **kw)
     assert m.startswith(f"aeft_segment: mask {bad/f'{ids[0]}.png'} has values up to 81; expected a palette or 8-bit PNG of COCO's labels 0-80 and 255 (ignored)"), m
     # a network of VOC's 21 classes on COCO's labels
-    m = message(str(masks), **dict(kw, num_classes=21))
+    m = message(str(masks), **dict(kw, num_labels=21))
     assert 'holds class' in m and 'but the network has 21 classes (values 0–20, and 255 ignored)' in m
     # no output inside the data; no split of VOC's names
     assert message(str(masks), **dict(kw, out=str(root/'run'))) == f"aeft_segment: --out {root/'run'} is inside the data folder {root}; write the outputs elsewhere"
