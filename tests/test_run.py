@@ -136,3 +136,13 @@ def test_dumped_voc_recipe_on_own_data_is_checked_before_any_stage(tmp_path):
     rows = [dict(stage='cam', out='seeds', seconds=1.0, scores=dict(seed_miou=50.0))]
     assert '| 56.0 |' in report(dict(recipe='voc', data='voc'), rows, tmp_path)
     assert '| 56.0 |' not in (own := report(dict(recipe='voc', data='folder'), rows, tmp_path)) and 'VOC test' not in own
+
+def test_recipe_files_with_the_old_segment_num_classes(tmp_path, capsys):
+    "[segment] num_classes of an older recipe file is read as num_labels with a note; both at once are refused naming the file"
+    from aeft.pipeline import read_recipe
+    f = tmp_path/'old.toml'
+    f.write_text('recipe = "old"\n[segment]\nnum_classes = 7\n')
+    assert read_recipe(f)['segment'] == {'num_labels': 7}
+    assert f"aeft_run: {f}: [segment] num_classes is now num_labels" in capsys.readouterr().err
+    f.write_text('recipe = "old"\n[segment]\nnum_classes = 7\nnum_labels = 7\n')
+    with pytest.raises(ValueError, match=r"\[segment\] sets both num_labels and num_classes, its old name"): read_recipe(f)
