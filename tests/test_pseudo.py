@@ -398,17 +398,21 @@ def test_memory_need_and_refusal(tmp_path):
     assert run('aeft_pseudo', seeds, tmp_path/'aff.pt', '--root', root, '--ids', ids, '--out', tmp_path/'pseudo', '--walk', 'dense',
                '--processes', '1', '--max_memory', need/1e9*1.01).returncode == 0
 
-def test_max_pixels_walks_downscaled(tmp_path):
-    "--max_pixels: a larger image is walked downscaled, its mask written at the image's size and equal to the downscaled walk's mask upsampled; the refusal names a --max_pixels that fits, and it does"
-    from aeft.pseudo import check_memory, fit_size, PROCESS_BYTES
+def sample_walk(tmp_path):
+    "Two genuine photographs of the VOC sample (500×375 at most) copied, their seeds and an untrained tiny AffinityNet saved as aff.pt: (root, ids, seed folder, ids file, the network)"
     from aeft.affinity import load_affinity_model
-    root = tmp_path/'sample'; shutil.copytree(SAMPLE, root)                          # genuine photos, larger than the limits below
+    root = tmp_path/'sample'; shutil.copytree(SAMPLE, root)
     ids = voc_splits(root, verbose=False)['train'][:2]
     seeds = write_seeds(root, ids, tmp_path/'seeds')
     cfg = AffinityConfig.synthetic(device='cpu')
     torch.save(dict(model=build_affinity_model(cfg).state_dict(), config=asdict(cfg)), tmp_path/'aff.pt')
-    model = load_affinity_model(tmp_path/'aff.pt', 'cpu')[0]
     idf = tmp_path/'ids.txt'; idf.write_text('\n'.join(ids) + '\n')
+    return root, ids, seeds, idf, load_affinity_model(tmp_path/'aff.pt', 'cpu')[0]
+
+def test_max_pixels_walks_downscaled(tmp_path):
+    "--max_pixels: a larger image is walked downscaled, its mask written at the image's size and equal to the downscaled walk's mask upsampled; the refusal names a --max_pixels that fits, and it does"
+    from aeft.pseudo import check_memory, fit_size, PROCESS_BYTES
+    root, ids, seeds, idf, model = sample_walk(tmp_path)                             # genuine photos, larger than the limits below
     image = lambda id: voc_root(root)/'JPEGImages'/f'{id}.jpg'
     common = dict(root=root, ids=idf, processes=1, progress=False)
     PseudoStage(seeds=str(seeds), ckpt=str(tmp_path/'aff.pt'), out=str(tmp_path/'small'), root=str(root), ids=str(idf), processes=1, progress=False, max_pixels=4096).run()
@@ -436,14 +440,7 @@ def test_max_pixels_walks_downscaled(tmp_path):
 def test_an_image_over_max_memory_runs_in_tiles_then_over_its_own_labels(tmp_path, monkeypatch, capsys):
     "An image that needs more than --max_memory as released runs AffinityNet in tiles (the same masks), then, if still needed, its CRF step over its own labels (the masks nearly the same); the plan is said once, --max_memory is in the manifest"
     import aeft.pseudo as P
-    from aeft.affinity import load_affinity_model
-    root = tmp_path/'sample'; shutil.copytree(SAMPLE, root)                          # genuine photographs, 500×375 at most
-    ids = voc_splits(root, verbose=False)['train'][:2]
-    seeds = write_seeds(root, ids, tmp_path/'seeds')
-    cfg = AffinityConfig.synthetic(device='cpu')
-    torch.save(dict(model=build_affinity_model(cfg).state_dict(), config=asdict(cfg)), tmp_path/'aff.pt')
-    model = load_affinity_model(tmp_path/'aff.pt', 'cpu')[0]
-    idf = tmp_path/'ids.txt'; idf.write_text('\n'.join(ids) + '\n')
+    root, ids, seeds, idf, model = sample_walk(tmp_path)
     go = lambda out, **kw: aeft_pseudo(argv(seeds, tmp_path/'aff.pt', root=root, ids=idf, out=tmp_path/out, processes=1, progress=False, **kw))
     masks = lambda out: [read_mask(tmp_path/out/f'{id}.png') for id in ids]
     go('released')
@@ -456,7 +453,7 @@ def test_an_image_over_max_memory_runs_in_tiles_then_over_its_own_labels(tmp_pat
         limit = (fixed + P._need(model, W, H, 4, 5, 'sparse', 21, tile=128)[1]['AffinityNet'])/1e9
         assert fixed + parts['AffinityNet'] > limit*1e9                               # the whole pass does not fit, tiles of 128 pixels do
         _, _, _, tile, k = P.memory_plan(model, W, H, 4, 5, 'sparse', limit, 21, labels=3)
-        assert tile is not None and tile % 4 == 0 and 128 <= tile < max(W, H) and k == 21
+        assert tile is not None and tile % 4 == 0 and tile < max(W, H) and k == 21
         capsys.readouterr(); go('tiled', max_memory=limit)
         assert 'AffinityNet in tiles of ' in capsys.readouterr().out
     assert all((a == b).mean() > 0.999 for a, b in zip(masks('tiled'), masks('released')))
