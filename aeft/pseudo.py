@@ -367,6 +367,9 @@ def run_pseudo(model, seeds, root, out, ids, beta=BETA, logt=LOGT, bg_power=BG_P
         try:
             pending = set()
             for id in bar(todo):
+                if id in plans:                                              # an image planned to fit --max_memory: its CRF step here, with no other beside it
+                    for f in pending: f.result()
+                    pending = set(); _finish(files[id][0], crf=crf, stride=stride, path=out/f'{id}.png', max_pixels=max_pixels, **walked(id)); continue
                 pending.add(ex.submit(_finish, files[id][0], crf=crf, stride=stride, path=out/f'{id}.png', max_pixels=max_pixels, **walked(id)))
                 if len(pending) >= 2*workers:
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)

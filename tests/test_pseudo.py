@@ -469,5 +469,7 @@ def test_an_image_over_max_memory_runs_in_tiles_then_over_its_own_labels(tmp_pat
     assert json.loads((tmp_path/'own'/MANIFEST).read_text())['max_memory'] == limit
     for id, a, b in zip(ids, masks('own'), masks('released')):
         assert (a == b).mean() > 0.999 and set(np.unique(a)) <= {0} | {k + 1 for k in load_seeds(seeds/f'{id}.npy')}
+    aeft_pseudo(argv(seeds, tmp_path/'aff.pt', root=root, ids=idf, out=tmp_path/'pool', processes=2, progress=False, max_memory=limit))   # a pool: the planned image's CRF step in the main process
+    assert all(np.array_equal(a, b) for a, b in zip(masks('pool'), masks('own')))
     with pytest.raises(SystemExit) as e: go('own')
     assert f'max_memory={limit}, not max_memory=4.0' in str(e.value)
