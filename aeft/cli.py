@@ -80,7 +80,7 @@ _POS, _NONNEG, _FRACTION = '[1, inf)', '[0, inf)', '[0, 1]'
 BOUNDS = dict(    # option: the interval its values lie in (for a tuple, each value's); options of every command, one meaning each
     aeft_batch_size=_POS, batch_size=_POS, images_per_batch=_POS, max_batch=_POS, max_pixels=_POS, prefetch=_POS, processes=_POS, workers=_NONNEG,
     epochs=_POS, iterations=_POS, warmup=_NONNEG, n_train=_POS, n_val=_POS, seed=_NONNEG, data_seed=_NONNEG,
-    width=_POS, num_classes=_POS, output_stride=_POS, bins=_POS, rates=_POS, crop=_POS, crop_size=_POS, image_size=_POS, long_side=_POS,
+    width=_POS, num_classes=_POS, num_labels='[2, 255]', output_stride=_POS, bins=_POS, rates=_POS, crop=_POS, crop_size=_POS, image_size=_POS, long_side=_POS,
     lr='(0, inf)', weight_decay=_NONNEG, power=_NONNEG, dropout='[0, 1)', jitter=_NONNEG,
     margin=_NONNEG, min_triplets=_NONNEG, lambda_attract=_NONNEG, lambda_repel=_NONNEG, lambda_erased=_NONNEG, t_l=_FRACTION, t_h=_FRACTION,
     scales='(0, inf)', train_scales='(0, inf)', msc='(0, inf)', t_min=_FRACTION, t_max=_FRACTION, t_step='(0, 1]',
