@@ -235,15 +235,17 @@ class PredictStage(DataOptions):
         ckpt = run_checkpoint(self.ckpt, 'aeft_predict')
         model, cfg = load_segmenter(ckpt, dev)
         if self.data in OWN_DATA: check_classes(cfg.classes, self.truth(self.progress), ckpt)
+        labels = {'voc': len(NAMES), 'coco': len(COCO_NAMES)}
+        def other_count():
+            other = [k for k, n in labels.items() if n == cfg.num_classes]
+            return ValueError(f"{ckpt} holds a network of {cfg.num_classes} classes, but --data {self.data} has {labels[self.data]} (the background and {labels[self.data] - 1} classes)"
+                              + (f"; it is a network for --data {other[0]}" if other else ''))
+        if self.data in labels and cfg.num_classes > labels[self.data]: raise other_count()   # before the data is read
         truth = None if test else self.truth(self.progress)   # the ground truth to score against, checked before any work
         if self.ids: ds, split = SplitImages(truth, self.listed_ids()), Path(self.ids).stem
         else: ds = SplitImages(truth if self.data != 'voc' else data_folder('voc', self.root), split)   # VOC: the split's list, the test download's too
-        labels = {'voc': len(NAMES), 'coco': len(COCO_NAMES)}
         copy = self.data == 'voc' and truth is not None and cfg.num_classes < labels['voc'] and all(k < cfg.num_classes - 1 for i in ds.ids for k in truth.labels(i))
-        if self.data in labels and cfg.num_classes != labels[self.data] and not copy:   # copy: VOC-format images of fewer classes, e.g. the synthetic shapes' (aeft.voc.to_voc)
-            other = [k for k, n in labels.items() if n == cfg.num_classes]
-            raise ValueError(f"{ckpt} holds a network of {cfg.num_classes} classes, but --data {self.data} has {labels[self.data]} (the background and {labels[self.data] - 1} classes)"
-                             + (f"; it is a network for --data {other[0]}" if other else ''))
+        if self.data in labels and cfg.num_classes != labels[self.data] and not copy: raise other_count()   # copy: VOC-format images of fewer classes, e.g. the synthetic shapes' (aeft.voc.to_voc)
         where = Path(self.out)/split
         check_outside(self.out, data=truth.root if truth is not None else data_folder('voc', self.root))   # VOC's test download too
         folder = server_folder(where, self.comp) if test else where

@@ -194,8 +194,8 @@ def test_aeft_predict_on_the_voc_sample(tmp_path):
 def test_errors(setup, tmp_path):
     t, root, ckpt = setup
     base = ('--root', root, '--out', tmp_path/'o')
-    seven = str(save_segmenter(tmp_path/'seg7.pt', num_classes=7))
-    assert message(seven, *base) == f"aeft_predict: {seven} holds a network of 7 classes, but --data voc has 21 (the background and 20 classes)"
+    three = str(save_segmenter(tmp_path/'seg3.pt', num_classes=3))                 # the fixture's images hold classes 0 to 3: a network of 7 would be taken (a VOC-format copy)
+    assert message(three, *base) == f"aeft_predict: {three} holds a network of 3 classes, but --data voc has 21 (the background and 20 classes)"
     voc = root/'VOCdevkit'/'VOC2012'
     (voc/'ImageSets'/'Segmentation'/'gone.txt').write_text('2026_000008\n2026_009999\n')
     assert '1 of the 2 images listed in' in message(ckpt, *base, '--split', 'gone') and '2026_009999.jpg' in message(ckpt, *base, '--split', 'gone')
