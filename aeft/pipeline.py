@@ -11,7 +11,7 @@ __all__ = ['STAGES', 'CLASSES', 'WIRED', 'RUN_ONLY', 'SHARDED', 'COMMANDS', 'SCO
 import json, re, sys, time, tomllib
 from pathlib import Path
 from .core import atomic_write, check_outside, cli_errors, file_sha256, Shard
-from .artefacts import check_same
+from .artefacts import check_same, run_checkpoint
 from .cli import build, flat, options, parse_value
 from .config import TrainConfig, checked_config, datasets
 from .learner import read_checkpoint
@@ -110,8 +110,8 @@ def read_recipe(path):
 
 # %% ../nbs/23a_pipeline.ipynb #9bdfba3b
 def _classifier(out, r=None):
-    "The classifier the later stages read: the `classifier` recipe `r` gives (trained before), else best.pt (the epoch `select_on` chose) if there is one, else last.pt"
-    if r and r.get('classifier'): return Path(r['classifier'])
+    "The classifier the later stages read: the `classifier` recipe `r` gives (trained before; a run folder: its best.pt, else last.pt), as an absolute path, else best.pt (the epoch `select_on` chose) if there is one, else last.pt"
+    if r and r.get('classifier'): return run_checkpoint(r['classifier']).resolve()   # one file, one path, whatever the working folder
     return out/'train'/('best.pt' if (out/'train'/'best.pt').is_file() else 'last.pt')
 
 def _classifier_sha256(path):
@@ -184,10 +184,13 @@ def _settings(cfg, out):
 
 def _given(r, out, rec):
     "The record of the train stage of recipe `r`, which gives its `classifier`: the file and its SHA-256, nothing trained (written anew each run: the later stages hold the hash as their upstream); refused where `out` holds a classifier trained there"
-    f = Path(r['classifier'])
+    f = _classifier(out, r)
     sha = _classifier_sha256(f)
     if rec.is_file() and 'classifier' not in json.loads(rec.read_text()):
         raise ValueError(f"{out} holds a classifier trained by aeft_run ({rec}), not the one given, {f}: choose another --out")
+    made = [s for s in STAGES[2:] if _record(out, s).is_file() and json.loads(_record(out, s).read_text()).get('upstream', {}).get('train') not in (None, {f.name: sha})]
+    if made: raise ValueError(f"{out} holds stage{'s' if len(made) > 1 else ''} {', '.join(made)} made from another classifier than {f} (SHA-256 {sha}; {_record(out, made[0])}): "
+                              "choose another --out, or delete those stages' folders and records")   # before the record is written: it keeps naming the classifier they were made from
     print(f"aeft_run: train: not run; the classifier given: {f} (SHA-256 {sha})", flush=True)
     row = dict(stage='train', images=None, settings={}, upstream={}, inputs=dict(classifier=str(f)), out=str(f), manifests={f.name: sha},
                seconds=0.0, scores={}, classifier=dict(file=str(f), sha256=sha))
@@ -252,7 +255,7 @@ def check_recipe(r, out, stages=STAGES, source=None):
     for s in stages:
         if s == 'data': continue
         if s == 'train' and r.get('classifier'):   # not trained: the file given is read
-            try: _classifier_sha256(r['classifier']); continue
+            try: _classifier_sha256(_classifier(Path(out), r)); continue
             except (ValueError, OSError) as e: raise ValueError(f"{where}: classifier: {e}") from None
         try:
             cfg = stage_config(r, s, Path(out), False)

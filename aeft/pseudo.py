@@ -202,7 +202,7 @@ def _plan_memory(image, model, stride, radius, walk, max_memory, classes, max_pi
     try: need, parts, fixed, tile, k = memory_plan(model, *fit_size(W, H, max_pixels), stride, radius, walk, max_memory, classes, labels)
     except ValueError as e: raise ValueError(f"image {image} ({size_text(H, W)}): {e}") from None
     if need > max_memory*1e9:
-        n = min(W*H, max_pixels or W*H)
+        n = min(W*H, max_pixels or W*H) if fixed < max_memory*1e9 else 0       # below the libraries' own need no size fits
         while n >= 64*64 and memory_plan(model, *fit_size(W, H, n), stride, radius, walk, max_memory, classes, labels)[0] > max_memory*1e9: n = int(n*0.9)
         fix = "use --walk sparse (the same scores to 1e-4, memory linear in the pixels) or raise --max_memory" if walk == 'dense' else \
               f"raise --max_memory{f', or walk it downscaled with --max_pixels {n//1000*1000}' if n >= 64*64 else ''}"
