@@ -314,11 +314,11 @@ def _fit(img, seeds, max_pixels):
 def _plans(files, model, stride, radius, walk, max_memory, classes, max_pixels):
     "{id: (tile, whether the CRF step keeps only the image's labels)} of the images of `files` ({id: (image, seed file)}) whose released computation needs more than `max_memory` GB (`memory_plan`), the largest first down to the first that fits; ValueError naming the first that does not fit even so, before any image is run"
     sizes = {id: fit_size(*Image.open(f[0]).size, max_pixels) for id, f in files.items()}   # the headers only
-    plans, known = {}, {}
+    plans, known, fits = {}, {}, {}                                     # plans by (size, labels) and the released need's verdict by size: photographs often share a size
     for id in sorted(files, key=lambda i: -sizes[i][0]*sizes[i][1]):   # the need grows with the pixels
-        try: fits = _need(model, *sizes[id], stride, radius, walk, classes)[0] <= max_memory*1e9
+        try: fits[sizes[id]] = fits[sizes[id]] if sizes[id] in fits else _need(model, *sizes[id], stride, radius, walk, classes)[0] <= max_memory*1e9
         except ValueError as e: raise ValueError(f"image {files[id][0]} ({size_text(*Image.open(files[id][0]).size[::-1])}): {e}") from None
-        if fits: break                                                      # it and every smaller image: as released
+        if fits[sizes[id]]: break                                           # it and every smaller image: as released
         labels = 1 + len(load_seeds(files[id][1], classes - 1))
         if (key := (sizes[id], labels)) not in known:
             known[key] = _plan_memory(files[id][0], model, stride, radius, walk, max_memory, classes, max_pixels, labels)[1:]
