@@ -10,7 +10,7 @@ __all__ = ['BG_POWER', 'STRIDE', 'BETA', 'LOGT', 'WALKS', 'MAX_MEMORY', 'CHUNK_B
            'crf_image', 'embed', 'walk_image', 'pseudo_mask', 'run_pseudo', 'PseudoStage']
 
 # %% ../nbs/21_pseudo.ipynb #a59c1fdf
-import hashlib, io, json, os, time, warnings, weakref
+import functools, hashlib, io, json, os, time, warnings, weakref
 from dataclasses import dataclass
 from typing import Literal
 from concurrent.futures import ProcessPoolExecutor, wait, FIRST_COMPLETED
@@ -188,7 +188,7 @@ def memory_plan(model, W, H, stride=STRIDE, radius=5, walk='sparse', max_memory=
     limit = max_memory*1e9
     need, parts, fixed = _need(model, W, H, stride, radius, walk, classes)
     if need <= limit: return need, parts, fixed, None, classes
-    k = classes if labels is None or fixed + crf_memory(H + -H % stride, W + -W % stride, classes) <= limit else labels
+    k = classes if labels is None or fixed + parts['CRF'] <= limit else labels
     tile = None
     if fixed + parts['AffinityNet'] > limit:
         t, least = -(-max(W, H)//stride)*stride, max(stride, _halo(model, stride))
@@ -314,11 +314,12 @@ def _fit(img, seeds, max_pixels):
 def _plans(files, model, stride, radius, walk, max_memory, classes, max_pixels):
     "{id: (tile, whether the CRF step keeps only the image's labels)} of the images of `files` ({id: (image, seed file)}) whose released computation needs more than `max_memory` GB (`memory_plan`), the largest first down to the first that fits; ValueError naming the first that does not fit even so, before any image is run"
     sizes = {id: fit_size(*Image.open(f[0]).size, max_pixels) for id, f in files.items()}   # the headers only
-    plans, known, fits = {}, {}, {}                                     # plans by (size, labels) and the released need's verdict by size: photographs often share a size
+    released = functools.cache(lambda size: _need(model, *size, stride, radius, walk, classes)[0] <= max_memory*1e9)   # once a size: photographs often share one
+    plans, known = {}, {}                                               # plans by (size, labels)
     for id in sorted(files, key=lambda i: -sizes[i][0]*sizes[i][1]):   # the need grows with the pixels
-        try: fits[sizes[id]] = fits[sizes[id]] if sizes[id] in fits else _need(model, *sizes[id], stride, radius, walk, classes)[0] <= max_memory*1e9
+        try: fits = released(sizes[id])
         except ValueError as e: raise ValueError(f"image {files[id][0]} ({size_text(*Image.open(files[id][0]).size[::-1])}): {e}") from None
-        if fits[sizes[id]]: break                                           # it and every smaller image: as released
+        if fits: break                                                      # it and every smaller image: as released
         labels = 1 + len(load_seeds(files[id][1], classes - 1))
         if (key := (sizes[id], labels)) not in known:
             known[key] = _plan_memory(files[id][0], model, stride, radius, walk, max_memory, classes, max_pixels, labels)[1:]
